@@ -9,16 +9,27 @@ Each file holds an array of tables::
     tolerance_lsb = 1                        # optional (default 0): allowed distance in LSB
     versions = ">=1.20"                      # optional (default: every version), PEP 440 specifier
     upstream = "https://github.com/..."      # optional: the upstream issue
+    when = { kernel = [1, 1], stride_max = ">1" }   # optional: case conditions (all must hold)
+    kind = "values"                          # optional: values (default) | error | shape
+    match = "SIGSEGV"                        # kind = "error" only: regex the error must match
 
-A mismatch against the variant's own profile is *explained* by an entry whose ``id`` matches and
-whose ``versions`` contain the runtime's version, when the runtime's output equals the reference
-computed with the entry's ``profile`` (or with the variant's profile when ``profile`` is absent)
-within ``tolerance_lsb``. Entries that explain nothing during a run are reported as stale.
+A mismatch against the variant's own profile is *explained* by an entry whose ``id`` matches,
+whose ``versions`` contain the runtime's version and whose ``when`` conditions hold for the case
+(features: :data:`qverify.conformance.features.FEATURES`), when
+
+* ``kind = "values"``: the runtime's output equals the reference computed with the entry's
+  ``profile`` (or with the variant's profile when ``profile`` is absent) within ``tolerance_lsb``;
+* ``kind = "error"``: the runtime raised on the (valid) input and its message matches ``match``;
+* ``kind = "shape"``: the runtime returned an output of another shape than the reference's.
+
+``error`` and ``shape`` accept whatever the runtime did, so they must say ``when``. Entries that
+explain nothing during a run are reported as stale.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +44,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEVIATIONS_DIR = Path(__file__).resolve().parent.parent / "deviations"
-_KEYS = {"id", "cause", "profile", "tolerance_lsb", "versions", "upstream"}
+_KEYS = {"id", "cause", "profile", "tolerance_lsb", "versions", "upstream", "when", "kind", "match"}
+KINDS = ("values", "error", "shape")
 _REQUIRED = ("id", "cause")
 
 
@@ -48,6 +60,18 @@ class Deviation:
     versions: str = ""
     upstream: str | None = None
     source: str = ""  # file it came from, for messages
+    when: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    kind: str = "values"
+    match: str | None = None
+
+    def applies(self, features: Mapping[str, Any]) -> bool:
+        """True when every ``when`` condition holds for the case's features."""
+        from .features import conditions_hold
+
+        return conditions_hold(self.when, features)
+
+    def matches_error(self, message: str) -> bool:
+        return self.kind == "error" and self.match is not None and re.search(self.match, message) is not None
 
     def matches(self, backend: str, op: str, variant: str, version: str | None) -> bool:
         """True when ``backend/op/variant`` matches the glob and ``version`` is in the range
@@ -115,7 +139,33 @@ def parse(data: Mapping[str, Any], source: str = "<deviations>", *, check_profil
         up = e.get("upstream")
         if up is not None and not isinstance(up, str):
             raise _fail(where, "upstream must be a string (a URL)", "give the upstream issue's URL")
-        out.append(Deviation(e["id"], e["cause"].strip(), profile, float(tol), versions, up, source))
+        when = e.get("when", {})
+        if not isinstance(when, dict):
+            raise _fail(where, "when must be a table of case conditions", "write e.g. when = { kernel = [1, 1] }")
+        from .features import FEATURES, check_condition
+
+        for name, expected in when.items():
+            problem = check_condition(name, expected)
+            if problem:
+                raise _fail(where, f"when: {problem}", f"case features: {', '.join(FEATURES)}")
+        kind = e.get("kind", "values")
+        if kind not in KINDS:
+            raise _fail(where, f"kind={kind!r} is not one of {', '.join(KINDS)}", "use kind = 'values', 'error' or 'shape'")
+        if kind != "values" and not when:
+            raise _fail(where, f"kind={kind!r} accepts any runtime output, so it needs case conditions",
+                        "add when = { ... } naming the cases it applies to")
+        match = e.get("match")
+        if kind == "error":
+            if not isinstance(match, str) or not match:
+                raise _fail(where, "kind='error' needs match, a regex for the error message", "add match = '...'")
+            try:
+                re.compile(match)
+            except re.error as err:
+                raise _fail(where, f"match={match!r} is not a regex ({err})", "fix the regular expression") from None
+        elif match is not None:
+            raise _fail(where, "match is only for kind = 'error'", "remove match or set kind = 'error'")
+        out.append(Deviation(e["id"], e["cause"].strip(), profile, float(tol), versions, up, source,
+                             dict(when), kind, match))
     return out
 
 

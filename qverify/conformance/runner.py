@@ -23,6 +23,7 @@ from qverify.errors import BackendUnavailable, InputError
 
 from .deviations import Deviation, Ledger
 from .families import FAMILIES, Constraints, Family
+from .features import case_features
 
 SPEC_PROFILE = "onnx"
 
@@ -75,11 +76,12 @@ class Outcome:
 
     @property
     def unexplained(self) -> bool:
-        return self.error is not None or (not self.exact_vs_profile and self.explained_by is None)
+        return not self.exact_vs_profile and self.explained_by is None
 
     def describe(self) -> str:
         if self.error:
-            return f"runtime raised: {self.error}"
+            msg = f"runtime raised: {self.error}"
+            return msg + (f"; explained by deviation {self.explained_by.id!r}" if self.explained_by else "")
         if self.exact_vs_profile:
             return "bit-exact vs profile"
         msg = f"differs from its profile by up to {self.lsb_vs_profile:g} LSB"
@@ -123,14 +125,40 @@ def evaluate(
         want = _reference(family, case, variant.profile)
     except _Refused:
         return None
-    lsb = family.lsb(case)
     try:
         got = np.asarray(backend.run_op(case, variant))
     except BackendUnavailable:
         raise
     except Exception as err:  # the runtime rejected a valid input: a finding, recorded as such
-        msg = f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]  # whole message, one line
-        return Outcome(False, False, float("inf"), float("inf"), error=msg, want=want)
+        return error_outcome(case, err, want, deviations)
+    return compare(family, case, variant, got, want, deviations=deviations, spec_profile=spec_profile)
+
+
+def error_outcome(case: OpCase, err: BaseException, want: np.ndarray | None,
+                  deviations: Sequence[Deviation] = ()) -> Outcome:
+    """The Outcome of an example on which the runtime raised ``err``: unexplained unless a
+    ``kind = "error"`` deviation applies to the case and matches the message."""
+    msg = f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]  # whole message, one line
+    explained = None
+    if deviations:
+        feats = case_features(case)
+        explained = next((d for d in deviations if d.matches_error(msg) and d.applies(feats)), None)
+    return Outcome(False, False, float("inf"), float("inf"), explained, error=msg, want=want)
+
+
+def compare(
+    family: Family,
+    case: OpCase,
+    variant: Variant,
+    got: np.ndarray,
+    want: np.ndarray,
+    *,
+    deviations: Sequence[Deviation] = (),
+    spec_profile: str = SPEC_PROFILE,
+) -> Outcome:
+    """Compare a runtime output ``got`` with the reference ``want`` (the variant's profile) and
+    with the spec profile; look for a declared deviation when they differ."""
+    lsb = family.lsb(case)
     exact_p = exactly_equal(got, want)
     lsb_p = 0.0 if exact_p else lsb_distance(got, want, lsb)
     if spec_profile == variant.profile:
@@ -143,8 +171,18 @@ def evaluate(
         except _Refused:
             exact_s, lsb_s = False, float("nan")  # the spec leaves this input undefined: not counted
     explained = None
-    if not exact_p:
+    if not exact_p and deviations:
+        feats = case_features(case)
         for dev in deviations:
+            if not dev.applies(feats):
+                continue
+            if dev.kind == "shape":
+                if got.shape != want.shape:
+                    explained = dev
+                    break
+                continue
+            if dev.kind != "values":
+                continue
             other = want if dev.profile in (None, variant.profile) else _try_reference(family, case, dev.profile)
             if other is not None and lsb_distance(got, other, lsb) <= dev.tolerance_lsb:
                 explained = dev
@@ -436,7 +474,8 @@ class Report:
 
 def _dev_dict(d: Deviation) -> dict[str, Any]:
     return {"id": d.id, "cause": d.cause, "profile": d.profile, "tolerance_lsb": d.tolerance_lsb,
-            "versions": d.versions, "upstream": d.upstream}
+            "versions": d.versions, "upstream": d.upstream, "kind": d.kind, "match": d.match,
+            "when": dict(d.when)}
 
 
 def run(
