@@ -3,9 +3,10 @@
     qverify conformance [--backends torch,onnxruntime,openvino,tensorrt] [--examples N] [--seed S]
                         [--ops QuantizeLinear,...] [--out DIR]
 
-Writes ``conformance.json`` and ``conformance.md`` (and shrunk repros under ``repros/``) into DIR
-(default ``reports/conformance``), built in a temporary folder and moved into place. Exit status 0
-when nothing is unexplained, 1 when something is, 2 on bad usage.
+Writes ``conformance.json``, ``conformance.md`` and ``conformance.html`` (and shrunk repros under
+``repros/``) into DIR (default ``reports/conformance``), built in a temporary folder and moved into
+place, so a failed run leaves the previous report whole. Exit status 0 when nothing is unexplained,
+1 when something is, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from qverify.errors import InputError
 
 from . import families as _families
-from .report import render_markdown
+from .report import render_html, render_markdown
 from .runner import Report, run
 
 
@@ -85,14 +86,19 @@ def _write(report: Report, tmp: Path, final: Path) -> None:
     for row in data["rows"]:
         row["repros"] = [str(final / Path(p).relative_to(tmp)) for p in row["repros"]]
     (tmp / "conformance.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    (tmp / "conformance.md").write_text(render_markdown(data))
+    (tmp / "conformance.md").write_text(render_markdown(data), encoding="utf-8")
+    (tmp / "conformance.html").write_text(render_html(data, out_dir=final), encoding="utf-8")
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)  # put the previous report back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
