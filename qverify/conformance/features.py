@@ -31,6 +31,8 @@ FEATURES: dict[str, str] = {
     "bias": "true when a conv / gemm has a bias",
     "post": "post ops of a QDQ conv subgraph, e.g. ['relu'] (empty list: none)",
     "kernel": "conv kernel size [kh, kw]",
+    "kernel_h": "conv kernel height",
+    "kernel_w": "conv kernel width",
     "stride_max": "largest conv stride",
     "pad_max": "largest conv padding",
     "dilation_max": "largest conv dilation",
@@ -95,7 +97,7 @@ def case_features(case: OpCase) -> dict[str, Any]:
         group = int(a.get("group", 1))
         kh, kw = int(w.shape[2]), int(w.shape[3])
         f.update(
-            kernel=[kh, kw], stride_max=max(strides), pad_max=max(pads), dilation_max=max(dil), group=group,
+            kernel=[kh, kw], kernel_h=kh, kernel_w=kw, stride_max=max(strides), pad_max=max(pads), dilation_max=max(dil), group=group,
             depthwise=group > 1 and int(w.shape[1]) == 1, channel_multiplier=int(w.shape[0]) // group,
             in_h=int(x.shape[2]), in_w=int(x.shape[3]),
             out_h=(int(x.shape[2]) + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1,
