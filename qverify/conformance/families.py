@@ -67,6 +67,9 @@ class Family:
     # optional: reduce a failing case further after Hypothesis' shrinking (``fails(case)`` says
     # whether a candidate still fails)
     minimize: Callable[[OpCase, Callable[[OpCase], bool]], OpCase] | None = None
+    # True for ops with an integer compute layer (matmul/conv), whose execution precision a
+    # runtime may report (and fall back to float for)
+    compute: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,26 +585,26 @@ FAMILIES: dict[str, Family] = {
         Family("DequantizeLinear", "DequantizeLinear", dequantize_cases, _dequantize_ref, _axis_lsb,
                description="codes -> float", minimize=minimize_elementwise),
         Family("MatMulInteger", "MatMulInteger", matmul_integer_cases, _matmul_integer_ref,
-               description="int32 accumulators incl. the int16 pair-saturation case"),
+               description="int32 accumulators incl. the int16 pair-saturation case", compute=True),
         Family("ConvInteger", "ConvInteger", conv_integer_cases, _conv_integer_ref,
-               description="int32 accumulators, strides/pads/dilations/depthwise"),
+               description="int32 accumulators, strides/pads/dilations/depthwise", compute=True),
         Family("QLinearMatMul", "QLinearMatMul", qlinear_matmul_cases, _qlinear_matmul_ref,
-               description="integer matmul + requantization"),
+               description="integer matmul + requantization", compute=True),
         Family("QLinearConv", "QLinearConv", qlinear_conv_cases, _qlinear_conv_ref,
-               description="integer conv + requantization, per-channel weights, bias, depthwise"),
+               description="integer conv + requantization, per-channel weights, bias, depthwise", compute=True),
         Family("qdq_conv", "qdq_conv", lambda c: qlinear_conv_cases(c, op="qdq_conv"),
-               _qdq_graph_ref, description="DQ->Conv->Q"),
+               _qdq_graph_ref, description="DQ->Conv->Q", compute=True),
         Family("qdq_conv_relu", "qdq_conv", lambda c: qlinear_conv_cases(c, op="qdq_conv", post=("relu",)),
-               _qdq_graph_ref, description="DQ->Conv->Relu->Q"),
+               _qdq_graph_ref, description="DQ->Conv->Relu->Q", compute=True),
         Family("qdq_conv_maxpool", "qdq_conv", lambda c: qlinear_conv_cases(c, op="qdq_conv", post=("maxpool",)),
-               _qdq_graph_ref, description="DQ->Conv->Q->DQ->MaxPool->Q"),
+               _qdq_graph_ref, description="DQ->Conv->Q->DQ->MaxPool->Q", compute=True),
         Family("qdq_conv_avgpool", "qdq_conv", lambda c: qlinear_conv_cases(c, op="qdq_conv", post=("avgpool",)),
-               _qdq_graph_ref, description="DQ->Conv->Q->DQ->AveragePool->Q"),
+               _qdq_graph_ref, description="DQ->Conv->Q->DQ->AveragePool->Q", compute=True),
         Family("qdq_conv_add", "qdq_conv", lambda c: qlinear_conv_cases(c, op="qdq_conv", post=("add",)),
-               _qdq_graph_ref, description="DQ->Conv->Q->DQ, + DQ(r) -> Add -> Q"),
+               _qdq_graph_ref, description="DQ->Conv->Q->DQ, + DQ(r) -> Add -> Q", compute=True),
         Family("qdq_matmul", "qdq_matmul", lambda c: qlinear_matmul_cases(c, op="qdq_matmul"),
-               _qdq_graph_ref, description="DQ->MatMul->Q"),
-        Family("qdq_gemm", "qdq_gemm", qdq_gemm_cases, _qdq_graph_ref, description="DQ->Gemm(transB)->Q"),
+               _qdq_graph_ref, description="DQ->MatMul->Q", compute=True),
+        Family("qdq_gemm", "qdq_gemm", qdq_gemm_cases, _qdq_graph_ref, description="DQ->Gemm(transB)->Q", compute=True),
         Family("fake_quant", "fake_quant", fake_quant_cases, _fake_quant_ref, _axis_lsb,
                description="quantize then dequantize in one op (scale/zero-point form)",
                minimize=minimize_elementwise),

@@ -218,6 +218,10 @@ class Row:
     profile: str = ""
     version: str | None = None
     explained: dict[str, int] = field(default_factory=dict)  # deviation id -> examples
+    # how the runtime says it executed the examples (Backend.execution_info "precision": int8,
+    # mixed, float, ...) -> examples; empty when the backend does not say or the op has no
+    # integer compute layer
+    execution: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,13 +283,11 @@ def run_row(
     stats = {"n": 0, "n_spec": 0, "exact_p": 0, "exact_s": 0, "max_s": 0.0, "unexplained": 0}
     first_bad: list[OpCase] = []
     explained: dict[str, int] = {}
+    executed: dict[str, int] = {}
+    info_hook = getattr(backend, "execution_info", None)
+    batch_hook = getattr(backend, "run_ops", None)
 
-    def record(case: OpCase) -> None:
-        from hypothesis import reject
-
-        out = evaluate(backend, variant, family, case, deviations=cands)
-        if out is None:
-            reject()
+    def tally(case: OpCase, out: Outcome) -> None:
         stats["n"] += 1
         stats["exact_p"] += out.exact_vs_profile
         if not np.isnan(out.lsb_vs_spec):  # NaN: the spec leaves this input undefined
@@ -300,20 +302,53 @@ def run_row(
             explained[out.explained_by.id] = explained.get(out.explained_by.id, 0) + 1
             if ledger is not None:
                 ledger.mark(out.explained_by)
+        if info_hook is not None and out.error is None and family.compute:
+            how = _executed_as(info_hook, case, variant)
+            executed[how] = executed.get(how, 0) + 1
+
+    pending: list[tuple[OpCase, np.ndarray]] = []
+
+    def record(case: OpCase) -> None:
+        from hypothesis import reject
+
+        out = evaluate(backend, variant, family, case, deviations=cands)
+        if out is None:
+            reject()
+        tally(case, out)
+
+    def collect(case: OpCase) -> None:  # batched backends: draw now, run all drawn cases after
+        from hypothesis import reject
+
+        try:
+            want = _reference(family, case, variant.profile)
+        except _Refused:
+            reject()
+        pending.append((case, want))
 
     common = dict(database=None, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
-    probe = hseed(seed)(settings(max_examples=examples, phases=[Phase.generate], **common)(given(strategy)(record)))
+    body = collect if batch_hook is not None else record
+    probe = hseed(seed)(settings(max_examples=examples, phases=[Phase.generate], **common)(given(strategy)(body)))
     t0 = time.perf_counter()
     try:
-        probe()
+        try:
+            probe()
+        except Unsatisfiable as err:  # Hypothesis gave up (too many refused draws): report, don't hide
+            if stats["n"] == 0 and not pending:
+                first = str(err).split(". ")[0]
+                row.status, row.reason = "failed", f"no example could be run: {type(err).__name__}: {first}"[:300]
+                return row
+        if pending:
+            results = batch_hook([c for c, _ in pending], variant)
+            for (case, want), got in zip(pending, results, strict=True):
+                if isinstance(got, BackendUnavailable):
+                    raise got
+                if isinstance(got, BaseException):
+                    tally(case, error_outcome(case, got, want, cands))
+                else:
+                    tally(case, compare(family, case, variant, np.asarray(got), want, deviations=cands))
     except BackendUnavailable as err:
         row.reason = err.reason
         return row
-    except Unsatisfiable as err:  # Hypothesis gave up (too many refused draws): report, don't hide
-        if stats["n"] == 0:
-            first = str(err).split(". ")[0]
-            row.status, row.reason = "failed", f"no example could be run: {type(err).__name__}: {first}"[:300]
-            return row
     except Exception as err:  # a crash in the adapter, the strategy or the reference: the row fails
         row.status = "failed"
         row.reason = f"crashed after {stats['n']} examples: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
@@ -328,6 +363,7 @@ def run_row(
     row.max_lsb_vs_spec = stats["max_s"] if stats["n_spec"] else None
     row.unexplained = stats["unexplained"]
     row.explained = explained
+    row.execution = executed
     row.status = "failed" if row.unexplained else "ok"
     if constraints.note:
         row.reason = f"draws narrowed: {constraints.note}"
@@ -343,6 +379,13 @@ def run_row(
         if repro_dir is not None:
             row.repros.append(str(write_repro(repro_dir, backend, variant, family, case, out)))
     return row
+
+
+def _executed_as(hook, case: OpCase, variant: Variant) -> str:
+    try:
+        return str(hook(case, variant).get("precision", "unknown"))
+    except Exception as err:  # noqa: BLE001 - the example itself ran; say that this could not be read
+        return f"unknown ({type(err).__name__})"
 
 
 def _fails(backend: Backend, variant: Variant, family: Family, case: OpCase, cands: Sequence[Deviation]) -> bool:
