@@ -15,9 +15,9 @@ variant                       profile                ops (OpCase op -> torch cal
 ``pt2e``                      torch.pt2e             QuantizeLinear / DequantizeLinear ->
                                                      quantized_decomposed.{quantize,dequantize}_
                                                      per_{tensor,channel}
-``int8.x86`` / ``int8.fbgemm``  torch.quantize       QLinearMatMul -> quantized.linear,
-/ ``int8.qnnpack``                                   QLinearConv -> quantized.conv2d, with
-                                                     torch.backends.quantized.engine set
+``int8.x86``                  torch.x86              QLinearMatMul -> quantized.linear,
+``int8.fbgemm`` /             torch.quantize         QLinearConv -> quantized.conv2d, with
+``int8.qnnpack``                                     torch.backends.quantized.engine set
 ============================  =====================  ============================================
 
 The eager int8 kernels run in a separate worker process: some engine/geometry combinations crash
@@ -471,13 +471,16 @@ class TorchBackend(Backend):
 
     def variants(self) -> Sequence[Variant]:
         """The torch APIs that compute differently (see the module docstring); the int8 engines
-        each form one variant, all described by the ``torch.quantize`` profile."""
+        each form one variant: ``x86`` described by ``torch.x86`` (its conv adds the output zero
+        point before rounding for symmetric weights), ``fbgemm`` and ``qnnpack`` by
+        ``torch.quantize``."""
         return (
             Variant("fake_quantize", "torch.fake_quantize", {"api": "fake_quantize"}),
             Variant("fake_quantize_learnable", "torch.fake_quantize", {"api": "fake_quantize_learnable"}),
             Variant("quantize", "torch.quantize", {"api": "quantize"}),
             Variant("pt2e", "torch.pt2e", {"api": "pt2e"}),
-            *(Variant(f"int8.{e}", "torch.quantize", {"api": "int8", "engine": e}) for e in ENGINES),
+            *(Variant(f"int8.{e}", "torch.x86" if e == "x86" else "torch.quantize", {"api": "int8", "engine": e})
+              for e in ENGINES),
         )
 
     def supports(self, op: str, variant: Variant) -> bool:

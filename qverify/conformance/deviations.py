@@ -64,6 +64,14 @@ class Deviation:
     kind: str = "values"
     match: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The entry's name in reports and in the ledger: its id, plus its conditions when it has
+        some (several entries may share an id with different conditions)."""
+        if not self.when:
+            return self.id
+        return self.id + " when " + ", ".join(_condition_text(k, v) for k, v in self.when.items())
+
     def applies(self, features: Mapping[str, Any]) -> bool:
         """True when every ``when`` condition holds for the case's features."""
         from .features import conditions_hold
@@ -89,6 +97,14 @@ class Deviation:
             return Version(version) in SpecifierSet(self.versions)
         except InvalidVersion:
             return False
+
+
+def _condition_text(name: str, expected: Any) -> str:
+    if isinstance(expected, str) and expected.lstrip()[:1] in ("<", ">", "=", "!"):
+        return name + expected.replace(" ", "")
+    if isinstance(expected, bool):
+        return f"{name}={'true' if expected else 'false'}"
+    return f"{name}={expected}"
 
 
 def _fail(where: str, what: str, fix: str) -> SuiteError:
@@ -188,7 +204,11 @@ def load(backend: str, *, directory: Path | None = None, check_profiles: bool = 
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{path}: not valid TOML ({err})", "fix the syntax") from None
     entries = parse(data, str(path), check_profiles=check_profiles)
+    seen: set[str] = set()
     for d in entries:
+        if d.key in seen:
+            raise SuiteError(f"{path}: two deviations are both {d.key!r}", "merge them or give them different when conditions")
+        seen.add(d.key)
         if not d.id.startswith(f"{backend}/") and not d.id.startswith("*/"):
             raise SuiteError(f"{path}: deviation {d.id!r} is for another backend", f"ids in this file start with '{backend}/'")
     return entries
@@ -199,7 +219,7 @@ class Ledger:
     """The deviations of a run and which of them explained something (to report stale ones)."""
 
     entries: list[Deviation] = field(default_factory=list)
-    used: dict[str, int] = field(default_factory=dict)  # id -> examples explained
+    used: dict[str, int] = field(default_factory=dict)  # key -> examples explained
 
     @classmethod
     def for_backends(cls, backends: Iterable[str], *, directory: Path | None = None) -> Ledger:
@@ -212,12 +232,12 @@ class Ledger:
         return [d for d in self.entries if d.matches(backend, op, variant, version)]
 
     def mark(self, dev: Deviation) -> None:
-        self.used[dev.id] = self.used.get(dev.id, 0) + 1
+        self.used[dev.key] = self.used.get(dev.key, 0) + 1
 
     def stale(self, backends: Iterable[str] | None = None) -> list[Deviation]:
         """Entries (of ``backends``, default all) that explained no example in this run."""
         keep = set(backends) if backends is not None else None
         return [
             d for d in self.entries
-            if d.id not in self.used and (keep is None or d.id.split("/", 1)[0] in keep)
+            if d.key not in self.used and (keep is None or d.id.split("/", 1)[0] in keep)
         ]

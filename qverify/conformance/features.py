@@ -23,6 +23,7 @@ FEATURES: dict[str, str] = {
     "elements": "number of elements of the first input",
     "x_dtype": "dtype of the first input (float32, uint8, int8)",
     "w_dtype": "weight dtype of integer kernels and QDQ subgraphs (uint8, int8)",
+    "w_symmetric": "true when every weight zero point is 0 (integer kernels and QDQ subgraphs)",
     "y_dtype": "output code dtype of QuantizeLinear, QLinear* and QDQ subgraphs",
     "per_axis": "true when some scale is a vector (per-axis / per-channel parameters)",
     "min_scale": "smallest scale among the case's scales",
@@ -79,6 +80,8 @@ def case_features(case: OpCase) -> dict[str, Any]:
             f["nonfinite"] = bool(not np.all(np.isfinite(x)))
     if case.op in _WEIGHT and (w := _input(case, _WEIGHT[case.op])) is not None:
         f["w_dtype"] = w.dtype.name
+        wz = _input(case, _WEIGHT[case.op] + 2)  # the weight zero point follows it (or its scale)
+        f["w_symmetric"] = bool(wz is None or not np.any(wz))
     if case.op in _OUT_ZP and (z := _input(case, _OUT_ZP[case.op])) is not None:
         f["y_dtype"] = z.dtype.name
     scales = [s for p in _SCALES.get(case.op, ()) if (s := _input(case, p)) is not None]

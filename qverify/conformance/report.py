@@ -234,7 +234,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     if not data["deviations"]:
         out.append("None declared for these backends.")
     for d in data["deviations"]:
-        stale = " — **stale: explained nothing in this run**" if d["id"] in v["stale"] else ""
+        stale = " — **stale: explained nothing in this run**" if d.get("key", d["id"]) in v["stale"] else ""
         out.append(f"### {_md_code(d['id'])}{stale}")
         out.append("")
         out.append(d["cause"])
@@ -296,7 +296,7 @@ def render_html(data: dict[str, Any], *, out_dir: str | Path | None = None) -> s
         for name, b in data["backends"].items()
     ]
     deviations = [
-        {"id": d["id"], "cause": d["cause"], "stale": d["id"] in v["stale"],
+        {"id": d["id"], "cause": d["cause"], "stale": d.get("key", d["id"]) in v["stale"],
          "facts": [{"label": label, "value": val, "code": code,
                     "link": label.startswith("upstream") and val.startswith(("https://", "http://"))}
                    for label, val, code in _facts(d)]}

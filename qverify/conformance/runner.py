@@ -81,7 +81,7 @@ class Outcome:
     def describe(self) -> str:
         if self.error:
             msg = f"runtime raised: {self.error}"
-            return msg + (f"; explained by deviation {self.explained_by.id!r}" if self.explained_by else "")
+            return msg + (f"; explained by deviation {self.explained_by.key!r}" if self.explained_by else "")
         if self.exact_vs_profile:
             return "bit-exact vs profile"
         msg = f"differs from its profile by up to {self.lsb_vs_profile:g} LSB"
@@ -93,7 +93,7 @@ class Outcome:
                 i = int(bad[0])
                 msg += f" ({bad.size} of {g.size} elements; first at flat index {i}: got {g[i]!r}, should be {w[i]!r})"
         if self.explained_by is not None:
-            msg += f"; explained by deviation {self.explained_by.id!r}"
+            msg += f"; explained by deviation {self.explained_by.key!r}"
         return msg
 
 
@@ -299,7 +299,7 @@ def run_row(
             if not first_bad:
                 first_bad.append(case)
         elif out.explained_by is not None:
-            explained[out.explained_by.id] = explained.get(out.explained_by.id, 0) + 1
+            explained[out.explained_by.key] = explained.get(out.explained_by.key, 0) + 1
             if ledger is not None:
                 ledger.mark(out.explained_by)
         if info_hook is not None and out.error is None and family.compute:
@@ -508,15 +508,15 @@ class Report:
             "backends": self.backends,
             "rows": [r.to_dict() for r in self.rows],
             "deviations": [
-                {**_dev_dict(d), "explained_examples": self.ledger.used.get(d.id, 0)}
+                {**_dev_dict(d), "explained_examples": self.ledger.used.get(d.key, 0)}
                 for d in self.ledger.entries
             ],
-            "stale_deviations": [d.id for d in self.ledger.stale(names)],
+            "stale_deviations": [d.key for d in self.ledger.stale(names)],
         }
 
 
 def _dev_dict(d: Deviation) -> dict[str, Any]:
-    return {"id": d.id, "cause": d.cause, "profile": d.profile, "tolerance_lsb": d.tolerance_lsb,
+    return {"id": d.id, "key": d.key, "cause": d.cause, "profile": d.profile, "tolerance_lsb": d.tolerance_lsb,
             "versions": d.versions, "upstream": d.upstream, "kind": d.kind, "match": d.match,
             "when": dict(d.when)}
 

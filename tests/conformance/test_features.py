@@ -132,3 +132,14 @@ def test_bad_conditions_give_one_line_errors(tmp_path, extra, message):
     with pytest.raises(SuiteError) as err:
         _ledger(tmp_path, text)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_entries_sharing_an_id_are_told_apart_by_their_conditions(tmp_path):
+    ledger = _ledger(tmp_path, ENTRIES)  # both entries have the id fake_reference/QLinearConv/*
+    crash, shape = ledger.entries
+    assert crash.id == shape.id and crash.key != shape.key and "in_w=1" in crash.key
+    ledger.mark(crash)
+    assert ledger.stale() == [shape]
+    first = ENTRIES[: ENTRIES.index("[[deviation]]", 10)]
+    with pytest.raises(SuiteError, match="two deviations are both"):
+        _ledger(tmp_path, first + first)
