@@ -367,6 +367,11 @@ class ModelCache:
         with self._lock:
             self._items.clear()
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is cached (no hit/miss counted, the LRU order unchanged)."""
+        with self._lock:
+            return key in self._items
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -377,3 +382,69 @@ _MODELS = ModelCache(maxsize=512)
 def cached_build(case: OpCase, params: ParamsForm = "constant", *, static: bool = False) -> BuiltModel:
     """:func:`build`, cached per :func:`signature`."""
     return _MODELS.get(signature(case, params, static=static), lambda: build(case, params, static=static))
+
+
+# ---------------------------------------------------------------------------------------------
+# several cases in one model (batched compiles)
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """Several :class:`BuiltModel` graphs side by side in one ONNX model, each an independent
+    branch; ``input_names[i]`` / ``output_names[i]`` are branch ``i``'s (prefixed) names."""
+
+    model: onnx.ModelProto
+    input_names: tuple[tuple[str, ...], ...]
+    output_names: tuple[tuple[str, ...], ...]
+
+    def feeds(self, i: int, built: BuiltModel, case: OpCase) -> dict[str, np.ndarray]:
+        """Branch ``i``'s feed dict for ``case`` (``built`` is that branch's unmerged model)."""
+        return dict(zip(self.input_names[i], built.feeds(case).values()))
+
+    def serialized(self) -> bytes:
+        return self.model.SerializeToString()
+
+
+def merge(models: Sequence[BuiltModel], prefixes: Sequence[str] | None = None) -> MergedModel:
+    """One ONNX model holding every model of ``models`` as an independent branch, in order.
+
+    Every name of branch ``i`` (nodes, edges, graph inputs and outputs, initializers, value infos
+    and symbolic dimensions) gets the prefix ``prefixes[i]`` (default ``f"b{i}_"``), via
+    :func:`onnx.compose.add_prefix`; nodes, initializers, inputs and outputs are then concatenated.
+    The opset and IR version are those of the branches (they must agree). No branch shares a tensor
+    with another, so each computes what it computes alone, unless a runtime optimises across them.
+    """
+    from onnx import compose
+
+    if not models:
+        raise InputError("merge() got no models", "pass at least one BuiltModel")
+    if prefixes is None:
+        prefixes = [f"b{i}_" for i in range(len(models))]
+    if len(prefixes) != len(models) or len(set(prefixes)) != len(prefixes):
+        raise InputError(
+            f"merge() needs one distinct prefix per model ({len(models)} models, {len(prefixes)} prefixes)",
+            "pass distinct prefixes, one per model, or none",
+        )
+    first = models[0].model
+    opsets = {(o.domain, o.version) for o in first.opset_import}
+    nodes, inits, inputs, outputs = [], [], [], []
+    in_names, out_names = [], []
+    for built, prefix in zip(models, prefixes):
+        if {(o.domain, o.version) for o in built.model.opset_import} != opsets:
+            raise InputError("merge() got models with different opsets", "build every branch with the same opset")
+        m = compose.add_prefix(built.model, prefix)
+        g = m.graph
+        for vi in list(g.input) + list(g.output):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    d.dim_param = prefix + d.dim_param
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        inputs.extend(g.input)
+        outputs.extend(g.output)
+        in_names.append(tuple(prefix + n for n in built.input_names))
+        out_names.append(tuple(prefix + n for n in built.output_names))
+    graph = helper.make_graph(nodes, f"qverify_merged_{len(models)}", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="qverify")
+    model.ir_version = first.ir_version
+    return MergedModel(model, tuple(in_names), tuple(out_names))

@@ -19,6 +19,12 @@ arithmetic, ``test_dynamic_shapes_compute_differently``). So one model is compil
 set and shape, cached per op, shape, dtype and parameters. Compiling costs ~0.1 s on this machine,
 which bounds op-level throughput (see ``tests/backends/test_bench_openvino.py``).
 
+Batching: :meth:`OpenVinoBackend.run_ops` compiles up to ``BATCH_SIZE`` (64) cases of one op into
+one model, each an independent branch with its own constants and static shapes (a few ms per case
+instead of one compile each); ``tests/backends/test_openvino_batch.py`` proves every op of
+``BATCHED_OPS`` bit-identical to one model per case. Ops are never mixed in one model: a
+DequantizeLinear beside QuantizeLinear branches compiles to other arithmetic.
+
 What really executed is read from the compiled model's runtime model (rt_info ``layerType``,
 ``runtimePrecision``, ``originalLayersNames``): :meth:`OpenVinoBackend.execution_info` says whether
 the Convolution / MatMul of a QDQ subgraph ran on i8/u8 or fell back to float.
@@ -64,6 +70,23 @@ _QDQ_OPS = frozenset({"qdq_conv", "qdq_matmul", "qdq_gemm"})
 # Layer types of the runtime model that carry the arithmetic of a QDQ subgraph.
 _COMPUTE_LAYERS = frozenset({"Convolution", "FullyConnected", "MatMul", "Deconvolution"})
 _LOW_PRECISIONS = frozenset({"i8", "u8"})
+
+
+BATCH_SIZE = 64  # cases per compiled model in OpenVinoBackend.run_ops
+# Ops run_ops compiles several to a model: those tests/backends/test_openvino_batch.py proves
+# bit-identical to one model per case.
+BATCHED_OPS = frozenset({"fake_quant", "fake_quantize_range", "QuantizeLinear", "DequantizeLinear",
+                         "qdq_conv", "qdq_matmul", "qdq_gemm"})
+
+
+def _batch_kind(case: OpCase) -> str | None:
+    if case.op not in BATCHED_OPS:
+        return None
+    return "fq" if case.op in _FQ_OPS else "onnx"
+
+
+def _precision(variant: Variant) -> str:
+    return str(variant.options.get("precision", "f32"))
 
 
 def _version(full: str) -> str:
@@ -150,6 +173,10 @@ class OpenVinoBackend(Backend):
         self._compiled = onnx_graphs.ModelCache(maxsize=256)
         self._info: dict[Any, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        # run_ops: cases run as branches of a batch, cases run one by one (cached, not batched, or
+        # left alone after a failed batch), batch models that failed; the last failure, one line
+        self.batch_counts = {"batched": 0, "single": 0, "failed_batches": 0}
+        self.last_batch_error = ""
 
     @cached_property
     def _availability(self) -> Availability:
@@ -240,19 +267,24 @@ class OpenVinoBackend(Backend):
     def _compile(self, model, precision: str = "f32", threads: int = 1):
         return self._core.compile_model(model, DEVICE, compile_config(threads, precision))
 
+    @staticmethod
+    def _cache_key(case: OpCase, precision: str):
+        if case.op in _FQ_OPS:
+            return ("fq", _fq_signature(case), precision)
+        if case.op in _ONNX_OPS:
+            shapes = tuple(np.shape(a) for a in case.inputs)
+            return ("onnx", onnx_graphs.signature(case, "constant"), shapes, precision)
+        raise InputError(f"openvino does not run op {case.op!r}", "see OpenVinoBackend.supports")
+
     def compiled_for(self, case: OpCase, variant: Variant):
         """(feed function, compiled model, runtime summary) for ``case`` under ``variant``, cached
         per op signature (op, attrs, ranks, dtypes, parameter values)."""
-        precision = str(variant.options.get("precision", "f32"))
+        precision = _precision(variant)
+        key = self._cache_key(case, precision)
         if case.op in _FQ_OPS:
-            key = ("fq", _fq_signature(case), precision)
             factory = lambda: self._build_fq(case, precision)  # noqa: E731
-        elif case.op in _ONNX_OPS:
-            shapes = tuple(np.shape(a) for a in case.inputs)
-            key = ("onnx", onnx_graphs.signature(case, "constant"), shapes, precision)
-            factory = lambda: self._build_onnx(case, precision)  # noqa: E731
         else:
-            raise InputError(f"openvino does not run op {case.op!r}", "see OpenVinoBackend.supports")
+            factory = lambda: self._build_onnx(case, precision)  # noqa: E731
         return self._compiled.get(key, factory)
 
     def _build_onnx(self, case: OpCase, precision: str):
@@ -299,6 +331,129 @@ class OpenVinoBackend(Backend):
         feeds, compiled, _, _ = self.compiled_for(case, variant)
         result = compiled(feeds(case))
         return np.array(result[compiled.outputs[0]], copy=True)
+
+    def run_ops(self, cases: Sequence[OpCase], variant: Variant) -> list[np.ndarray | Exception]:
+        """Run many cases in few compiled models; element ``i`` is what :meth:`run_op` gives for
+        ``cases[i]`` (same values, dtype and shape) or the exception running it raised.
+
+        Cases of the ops in :data:`BATCHED_OPS` whose model is not cached already are compiled
+        ``BATCH_SIZE`` (64) at a time, one op (and post-op chain) per model: a DequantizeLinear
+        branch in a model that also holds QuantizeLinear branches computes differently (1 ulp,
+        ``test_a_model_with_quantize_branches_changes_dequantize_linear``). Each case is an
+        independent branch of the model (FakeQuantize
+        branches built with ``openvino.opset13``, ONNX ops merged with
+        :func:`onnx_graphs.merge`, static shapes); a batch that fails to build, compile or run is
+        split in halves and retried, down to single cases. Cases not batched (other ops, cached
+        models, a case left alone) go through :meth:`run_op`. ``BackendUnavailable`` propagates.
+        ``batch_counts`` counts what went which way.
+        """
+        precision = _precision(variant)
+        out: list[np.ndarray | Exception | None] = [None] * len(cases)
+        groups: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
+        for i, case in enumerate(cases):
+            kind = _batch_kind(case)
+            if kind is not None:
+                try:
+                    cached = self._cache_key(case, precision) in self._compiled
+                except BackendUnavailable:
+                    raise
+                except Exception:  # noqa: BLE001 - run_op below raises it again, in its slot
+                    cached = True
+                if not cached:
+                    # one op (and QDQ post-op chain) per model: what else a model holds can change
+                    # how the plugin compiles a branch (tests/backends/test_openvino_batch.py)
+                    groups.setdefault((kind, case.op, tuple(case.attrs.get("post", ()))), []).append(i)
+                    continue
+            out[i] = self._run_one(case, variant)
+        for (kind, _, _), idx in groups.items():
+            for start in range(0, len(idx), BATCH_SIZE):
+                chunk = idx[start : start + BATCH_SIZE]
+                for i, value in zip(chunk, self._run_chunk(kind, [cases[i] for i in chunk], variant, precision)):
+                    out[i] = value
+        return out  # type: ignore[return-value] - every slot is filled
+
+    def _run_one(self, case: OpCase, variant: Variant) -> np.ndarray | Exception:
+        self.batch_counts["single"] += 1
+        try:
+            return self.run_op(case, variant)
+        except BackendUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 - the case's own failure, returned in its slot
+            return err
+
+    def _run_chunk(
+        self, kind: str, cases: Sequence[OpCase], variant: Variant, precision: str
+    ) -> list[np.ndarray | Exception]:
+        """Batched results for ``cases``; a case whose branch cannot be prepared, or that is left
+        alone by :meth:`_try_batch`, goes through :meth:`run_op` instead."""
+        prepared: list[int] = []
+        branches: list[Any] = []
+        for j, case in enumerate(cases):
+            try:
+                branches.append(_fq_branch(case) if kind == "fq" else onnx_graphs.cached_build(case, "constant"))
+                prepared.append(j)
+            except Exception:  # noqa: BLE001 - run_op raises it again, in its slot
+                pass
+        out: list[np.ndarray | None] = [None] * len(cases)
+        values = self._try_batch(kind, [cases[j] for j in prepared], branches, precision)
+        for j, value in zip(prepared, values):
+            out[j] = value
+        return [self._run_one(case, variant) if value is None else value for case, value in zip(cases, out)]
+
+    def _try_batch(
+        self, kind: str, cases: Sequence[OpCase], branches: Sequence[Any], precision: str
+    ) -> list[np.ndarray | None]:
+        """One compiled model for two or more ``cases`` (``None`` for each case left to run alone).
+        A model that fails to build, compile or run is split in halves and each half tried again,
+        so a bad case costs about log2(len(cases)) compiles and ends up alone."""
+        if len(cases) < 2:
+            return [None] * len(cases)
+        run = self._run_fq_batch if kind == "fq" else self._run_onnx_batch
+        try:
+            values: list[np.ndarray | None] = list(run(cases, branches, precision))
+        except BackendUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 - split: one bad case costs only itself
+            self.batch_counts["failed_batches"] += 1
+            lines = str(err).strip().splitlines()  # OpenVINO puts the cause on the last line
+            self.last_batch_error = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:400]
+            h = len(cases) // 2
+            return self._try_batch(kind, cases[:h], branches[:h], precision) + self._try_batch(
+                kind, cases[h:], branches[h:], precision
+            )
+        self.batch_counts["batched"] += len(cases)
+        return values
+
+    def _run_fq_batch(self, cases: Sequence[OpCase], branches: Sequence[Any], precision: str) -> list[np.ndarray]:
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        params, results = [], []
+        for j, (shape, il, ih, ol, oh, levels) in enumerate(branches):
+            param = ops.parameter(list(shape), ov.Type.f32, name=f"b{j}_x")
+            fq = ops.fake_quantize(
+                param, ops.constant(il), ops.constant(ih), ops.constant(ol), ops.constant(oh), levels
+            )
+            params.append(param)
+            results.append(fq.output(0))
+        compiled = self._compile(ov.Model(results, params, f"qverify_batch_{len(cases)}"), precision)
+        feeds = {j: np.ascontiguousarray(c.inputs[0], np.float32) for j, c in enumerate(cases)}
+        result = compiled(feeds)
+        return [np.array(result[compiled.outputs[j]], copy=True) for j in range(len(cases))]
+
+    def _run_onnx_batch(self, cases: Sequence[OpCase], branches: Sequence[Any], precision: str) -> list[np.ndarray]:
+        merged = onnx_graphs.merge(branches)
+        model = self._core.read_model(merged.serialized())
+        shapes: dict[str, list[int]] = {}
+        feeds: dict[str, np.ndarray] = {}
+        for j, (case, built) in enumerate(zip(cases, branches)):
+            for name, pos in zip(merged.input_names[j], built.feed_positions):
+                shapes[name] = list(np.shape(case.inputs[pos]))
+            feeds.update(merged.feeds(j, built, case))
+        model.reshape(shapes)  # static, as _build_onnx does
+        compiled = self._compile(model, precision)
+        result = compiled(feeds)
+        return [np.array(result[compiled.output(names[0])], copy=True) for names in merged.output_names]
 
     def execution_info(self, case: OpCase, variant: Variant) -> dict[str, Any]:
         """What the runtime model of ``case`` ran: ``precision`` ``int8`` when every
@@ -404,6 +559,14 @@ def _fq_ranges(case: OpCase) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     il = (s * (qmin - z).astype(f32)).astype(f32)
     ih = (s * (qmax - z).astype(f32)).astype(f32)
     return il, ih, il.copy(), ih.copy(), qmax - qmin + 1
+
+
+def _fq_branch(case: OpCase) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(shape, il, ih, ol, oh, levels) of a FakeQuantize branch, checked as ``_build_fq`` does."""
+    x = np.asarray(case.inputs[0])
+    if x.dtype != np.float32:
+        raise InputError(f"{case.op}: x must be float32, got {x.dtype}", "pass x as float32")
+    return (x.shape, *_fq_ranges(case))
 
 
 def _fq_signature(case: OpCase):
