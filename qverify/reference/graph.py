@@ -18,7 +18,9 @@
   other broadcasts stay on the float path).
 - Every other op runs in float32 on dequantized values. Sums (Conv, MatMul, Gemm, pooling means,
   BatchNormalization) are evaluated in float64 and rounded once to float32: the exactly rounded
-  result, from which a runtime's float32 summation order differs by a few ulp.
+  result, from which a runtime's float32 summation order differs by a few ulp. Where
+  ``KernelSemantics.float_conv_sum`` is ``FloatConvSum.MLAS``, Conv sums in onnxruntime's order
+  (:func:`qverify.reference.mlas.conv_float`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from onnx import numpy_helper
 
 from qverify.errors import InputError, ModelError
 from qverify.reference import kernels as K
-from qverify.reference.semantics import KernelSemantics, ZeroPointEntry
+from qverify.reference import mlas
+from qverify.reference.semantics import FloatConvSum, KernelSemantics, ZeroPointEntry
 
 __all__ = ["run_qdq_model", "SUPPORTED_OPS"]
 
@@ -559,6 +562,8 @@ def _windows(xp, kernel, strides, dilations, out_shape):
 def _op_conv(ctx, node, a, x, w, b=None):
     strides, pads, dilations = _conv_geometry(a, x.shape, w.shape)
     group = a.get("group", 1)
+    if ctx.ksem.float_conv_sum is FloatConvSum.MLAS:  # (A) the runtime's own float32 summation order
+        return (mlas.conv_float(x, w, b, strides=strides, pads=pads, dilations=dilations, group=group),)
     nd = x.ndim - 2
     kernel = w.shape[2:]
     xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(pads[i], pads[nd + i]) for i in range(nd)])

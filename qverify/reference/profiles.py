@@ -16,6 +16,7 @@ from qverify.reference.semantics import (
     ClampOrder,
     ConvKOrder,
     DequantForm,
+    FloatConvSum,
     KernelSemantics,
     NaNPolicy,
     Precision,
@@ -96,12 +97,17 @@ _add(Profile(
     "[qmin - zp, qmax - zp], round to nearest even, + zp); onnxruntime/core/providers/cpu/"
     "quantization/quantize_linear.cc",
     quant=QuantSemantics(ScaleOp.DIVIDE, ZeroPointEntry.AFTER_ROUNDING, _F32, nan=NaNPolicy.QMIN),
-    kernel=KernelSemantics(Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER),
+    kernel=KernelSemantics(Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
+                           float_conv_sum=FloatConvSum.MLAS),  # (A) MLAS's float Conv order
     notes="CPU execution provider. With graph optimisation, DQ->Conv/MatMul->Q fuse into "
     "QLinearConv/QLinearMatMul: integer kernels, float multiplier, u8*s8 pairs saturate to int16 "
-    "without VNNI (Accumulation.AUTO).",
+    "without VNNI (Accumulation.AUTO). A float Conv (NCHW, one thread) sums in MLAS's order "
+    "(FloatConvSum.MLAS); MatMul/Gemm/pooling sums are still the exactly rounded ones.",
     confirmed="QuantizeLinear ties (divide vs reciprocal) and NaN -> qmin checked with onnxruntime "
-    "1.32 (tests/reference/test_profiles.py).",
+    "1.32 (tests/reference/test_profiles.py). Float Conv (FloatConvSum.MLAS) bit-exact against Conv "
+    "at optimisation disabled and DQ -> Conv -> Relu -> Q at 'all' (com.microsoft.FusedConv) on "
+    "Hypothesis draws: full/depthwise, strides, pads, dilations, 1-D, K over 128 "
+    "(tests/reference/test_ort_conv_float.py).",
 ))
 
 _add(Profile(
@@ -218,6 +224,7 @@ _add(Profile(
         Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
         conv_k_order=ConvKOrder.KH_KW_CIN, fuse_qdq=True, fuse_int8_activations=False,
         int8_qdq_to_uint8=True,  # (kernels author) in-graph int8 Q->DQ pairs become uint8 and fuse
+        float_conv_sum=FloatConvSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
         fuse_qdq_add=True,  # (kernels author) DQ + DQ -> Q runs as QLinearAdd
         fuse_qdq_global_average_pool=True,  # (kernels author) QLinearGlobalAveragePool
         fuse_qdq_average_pool=True,  # (kernels author) QLinearAveragePool
@@ -226,7 +233,9 @@ _add(Profile(
     ),
     notes="ONNX Runtime CPU with graph optimisation on (default session options): QDQ subgraphs with "
     "uint8 activations run as fused integer kernels; int8 activations stay on the float path. "
-    "Single ops as the onnxruntime profile.",
+    "Single ops as the onnxruntime profile. A Conv left in float (DQ weights, e.g. Conv -> Relu -> Q "
+    "with Q's zero point above qmin: com.microsoft.FusedConv) sums in MLAS's NCHW order; a float Conv "
+    "with constant float weights becomes an NCHWc Conv at this level, whose order is not modelled.",
     confirmed="onnxruntime 1.32: qverify conformance rows onnxruntime/qdq_*/all bit-exact (u8 activations).",
 ))
 _add(Profile(
@@ -236,6 +245,7 @@ _add(Profile(
     kernel=KernelSemantics(
         Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
         conv_k_order=ConvKOrder.KH_KW_CIN, fuse_qdq=True, fuse_int8_activations=True,
+        float_conv_sum=FloatConvSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
         fuse_qdq_add=True,  # (kernels author) DQ + DQ -> Q runs as QLinearAdd
         fuse_qdq_global_average_pool=True,  # (kernels author) QLinearGlobalAveragePool
         fuse_qdq_average_pool=True,  # (kernels author) QLinearAveragePool

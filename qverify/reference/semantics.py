@@ -107,6 +107,15 @@ class Requantization(str, enum.Enum):
     FLOAT_BIAS_ZP_BEFORE = "float_bias_zp_before"
 
 
+class FloatConvSum(str, enum.Enum):
+    """How a Conv left on the float path (not fused into an integer kernel) sums its float32 products."""
+
+    EXACT = "exact"  # the exact sum (with the bias) rounded once to float32: no runtime's order
+    # (A) onnxruntime CPU, NCHW Conv/FusedConv: MLAS im2col + SGEMM kernels, one thread, x86-64
+    # (qverify.reference.mlas.conv_float: per-kernel summation orders, then + bias)
+    MLAS = "mlas"
+
+
 @dataclass(frozen=True)
 class QuantSemantics:
     """How a runtime maps float to integer codes (QuantizeLinear / fake-quant) and back."""
@@ -182,3 +191,6 @@ class KernelSemantics:
     # dynamic int8 Linear (torch.ao.nn.quantized.dynamic.Linear.forward calls
     # quantized::linear_dynamic with reduce_range=True); onnxruntime uses [0, 255]
     dynamic_activation_reduce_range: bool = False
+    # --- added by A (onnxruntime's float Conv) ---
+    # summation order of a Conv on the float path (graph executor); EXACT for every runtime not modelled
+    float_conv_sum: FloatConvSum = FloatConvSum.EXACT
