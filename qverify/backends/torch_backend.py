@@ -64,6 +64,7 @@ from .base import (
 
 PIP_FIX = "pip install 'torch==2.13.0'"
 ENGINES = ("x86", "fbgemm", "qnnpack")
+INDUCTOR_PROFILE = "torch.inductor"  # the reference profile of variant int8.inductor
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _KERNEL_OPS = frozenset({"QLinearMatMul", "QLinearConv"})
@@ -267,6 +268,144 @@ def _float_bias(bias: np.ndarray | None, x_scale, w_scale) -> np.ndarray | None:
     return (np.asarray(bias).astype(np.float32) * bs).astype(np.float32)
 
 
+def _onednn_available(torch) -> bool:
+    """True when this torch registers the oneDNN int8 ops that Inductor's quantization lowering
+    emits (``torch.ops.onednn.qconv_pointwise`` and ``qlinear_pointwise``)."""
+    try:
+        ops = torch.ops.onednn
+        return (
+            bool(torch.backends.mkldnn.is_available())
+            and hasattr(ops, "qconv_pointwise")
+            and hasattr(ops, "qconv_prepack")
+            and hasattr(ops, "qlinear_pointwise")
+            and hasattr(ops, "qlinear_prepack")
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _per_channel_params(torch, scale, zp, n: int, what: str):
+    """Weight scale and zero point as the PT2E graph holds them after ``convert_pt2e`` with
+    ``X86InductorQuantizer``: per output channel, float32 scales, int64 zero points. A per-tensor
+    scale/zero point is repeated over the ``n`` channels (a per-channel dequantize with equal
+    channels computes what the per-tensor one does)."""
+    s = np.asarray(scale, np.float32)
+    z = np.asarray(zp)
+    if s.size not in (1, n) or z.size not in (1, n):
+        raise InputError(
+            f"{what}: weight scale/zero point of sizes {s.size}/{z.size} do not fit {n} output channels",
+            "pass one value or one per output channel",
+        )
+    ws = torch.from_numpy(np.broadcast_to(s.reshape(-1), (n,)).astype(np.float32))
+    wz = torch.from_numpy(np.broadcast_to(z.reshape(-1), (n,)).astype(np.int64))
+    return ws, wz
+
+
+def _check_inductor_dtypes(op: str, x: np.ndarray, w: np.ndarray, yz: np.ndarray) -> None:
+    if x.dtype != np.uint8 or w.dtype != np.int8 or np.asarray(yz).dtype != np.uint8:
+        raise InputError(
+            f"{op} on the PT2E/Inductor int8 path takes uint8 activations and outputs and int8 weights, "
+            f"not {x.dtype}/{w.dtype}/{np.asarray(yz).dtype}",
+            "pass uint8 x and y zero points and int8 weights (X86InductorQuantizer's default config)",
+        )
+
+
+def _check_symmetric_weights(op: str, wz: np.ndarray) -> None:
+    """X86InductorQuantizer quantizes weights symmetric, and the oneDNN ops mishandle a weight zero
+    point (measured, torch 2.13: qconv_pointwise gives the codes of zero point 0, qlinear_pointwise
+    codes up to 252 LSB off): refuse one rather than return wrong codes."""
+    if np.any(np.asarray(wz) != 0):
+        raise InputError(
+            f"{op} on the PT2E/Inductor int8 path takes symmetric weights only (weight zero point 0); "
+            f"the oneDNN int8 ops do not apply zero point {np.asarray(wz).ravel()[:4].tolist()}",
+            "quantize the weights symmetric, as X86InductorQuantizer does",
+        )
+
+
+def run_inductor_kernel(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any]) -> np.ndarray:
+    """Run QLinearConv / QLinearMatMul as torch Inductor runs a PT2E graph (``X86InductorQuantizer``,
+    ``convert_pt2e``, ``torch.compile`` with ``torch._inductor.config.freezing = True``): the calls
+    Inductor's quantization lowering emits for ``dequantize_per_tensor(x) -> conv2d / linear
+    (dequantize_per_channel(w), float bias) -> quantize_per_tensor``, with the same argument forms:
+
+    * conv: ``onednn.qconv_prepack(w, w_scale, x_scale, x_zp, stride, padding, dilation, groups,
+      x_shape)``, then ``onednn.qconv_pointwise.tensor(x (channels-last uint8), x_scale (0-d float32
+      tensor), x_zp (0-d int32 tensor), packed, w_scale (float32 per channel), w_zp (int64 per
+      channel), bias (float32 or None), stride, padding, dilation, groups, y_scale (Python float),
+      y_zp (int), torch.uint8, "none", [None], "")``;
+    * matmul ``a @ b``: the linear weight ``b.T``; ``onednn.qlinear_prepack(b.T, a_shape)``, then
+      ``onednn.qlinear_pointwise.tensor(a, ...same scalar forms..., None, y_scale, y_zp, torch.uint8,
+      "none", [None], "")`` (an input of rank 3 is passed as is, as the lowering does for a
+      contiguous input).
+
+    The int32 bias codes (scale ``sx*sw``) are handed over as the float bias ``f32(b * f32(sx*sw))``
+    (PT2E keeps the bias in float). ``tests/backends/test_torch_inductor.py`` proves that a compiled
+    graph of these cases emits exactly these ops and gives the same codes. Runs in this process:
+    callers that must survive a crash use :class:`_KernelWorker` (engine ``"inductor"``).
+    """
+    import torch
+
+    if not _onednn_available(torch):
+        raise BackendUnavailable(
+            "torch",
+            "this torch has no oneDNN int8 ops (torch.ops.onednn.qconv_pointwise / qlinear_pointwise)",
+            "install a torch build with oneDNN (mkldnn), e.g. " + PIP_FIX,
+        )
+    ops = torch.ops.onednn
+    with _one_thread(torch), torch.no_grad():
+        if op == "QLinearConv":
+            x, x_s, xz, w, w_s, wz, ys, yz = (np.asarray(a) for a in inputs[:8])
+            bias = inputs[8] if len(inputs) > 8 else None
+            _check_inductor_dtypes(op, x, w, yz)
+            _check_symmetric_weights(op, wz)
+            pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+            if pads[:2] != pads[2:]:
+                raise InputError(
+                    f"torch conv2d pads symmetrically; pads={pads} are not", "use equal begin/end pads"
+                )
+            stride = [int(v) for v in attrs.get("strides", [1, 1])]
+            dilation = [int(v) for v in attrs.get("dilations", [1, 1])]
+            groups = int(attrs.get("group", 1))
+            ws, wzt = _per_channel_params(torch, w_s, wz, w.shape[0], op)
+            fb = _float_bias(bias, x_s, w_s)
+            xt = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            packed = ops.qconv_prepack(
+                torch.from_numpy(np.ascontiguousarray(w)), ws, float(x_s), int(xz),
+                stride, pads[:2], dilation, groups, list(x.shape),
+            )
+            out = ops.qconv_pointwise.tensor(
+                xt,
+                torch.tensor(float(x_s), dtype=torch.float32),
+                torch.tensor(int(xz), dtype=torch.int32),
+                packed, ws, wzt,
+                None if fb is None else torch.from_numpy(fb),
+                stride, pads[:2], dilation, groups,
+                float(ys), int(yz), torch.uint8, "none", [None], "",
+            )
+            return out.contiguous().numpy()
+        if op == "QLinearMatMul":
+            a, a_s, az, b, b_s, bz, ys, yz = (np.asarray(v) for v in inputs[:8])
+            _check_inductor_dtypes(op, a, b, yz)
+            if b.ndim != 2 or a.ndim not in (2, 3):
+                raise InputError(
+                    f"QLinearMatMul on the PT2E/Inductor path is a linear layer: a of rank 2 or 3 and a "
+                    f"2-D weight b, not shapes {a.shape} and {b.shape}",
+                    "pass a constant 2-D b",
+                )
+            _check_symmetric_weights(op, bz)
+            ws, wzt = _per_channel_params(torch, b_s, bz, b.shape[1], op)
+            packed = ops.qlinear_prepack(torch.from_numpy(np.ascontiguousarray(b.T)), list(a.shape))
+            out = ops.qlinear_pointwise.tensor(
+                torch.from_numpy(np.ascontiguousarray(a)),
+                torch.tensor(float(a_s), dtype=torch.float32),
+                torch.tensor(int(az), dtype=torch.int32),
+                packed, ws, wzt, None,
+                float(ys), int(yz), torch.uint8, "none", [None], "",
+            )
+            return out.contiguous().numpy()
+    raise InputError(f"the PT2E/Inductor int8 path does not run op {op!r}", "use QLinearMatMul or QLinearConv")
+
+
 def run_int8_kernel(
     engine: str, op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any]
 ) -> np.ndarray:
@@ -274,6 +413,8 @@ def run_int8_kernel(
     process: callers that must survive a crash use :class:`_KernelWorker`)."""
     import torch
 
+    if engine == "inductor":
+        return run_inductor_kernel(op, inputs, attrs)
     if engine not in torch.backends.quantized.supported_engines:
         raise BackendUnavailable(
             "torch",
@@ -455,6 +596,9 @@ class TorchBackend(Backend):
         except ImportError as err:
             return Availability(False, reason=f"torch is not installed ({err}); fix: {PIP_FIX}")
         engines = tuple(e for e in ENGINES if e in torch.backends.quantized.supported_engines)
+        # engine:inductor - the oneDNN int8 ops that Inductor lowers a PT2E graph to
+        if _onednn_available(torch):
+            engines += ("inductor",)
         caps = ("op", "model", *(f"engine:{e}" for e in engines))
         return Availability(True, torch.__version__.split("+")[0], capabilities=caps)
 
@@ -481,6 +625,7 @@ class TorchBackend(Backend):
             Variant("pt2e", "torch.pt2e", {"api": "pt2e"}),
             *(Variant(f"int8.{e}", "torch.x86" if e == "x86" else "torch.quantize", {"api": "int8", "engine": e})
               for e in ENGINES),
+            Variant("int8.inductor", INDUCTOR_PROFILE, {"api": "int8", "engine": "inductor"}),
         )
 
     def supports(self, op: str, variant: Variant) -> bool:
@@ -497,7 +642,18 @@ class TorchBackend(Backend):
         return False
 
     def case_constraints(self, op: str, variant: Variant) -> dict[str, Any]:
-        """The eager int8 kernels take quint8 activations/outputs and qint8 weights only."""
+        """The eager int8 kernels take quint8 activations/outputs and qint8 weights only; so does
+        the PT2E/Inductor path (``int8.inductor``: X86InductorQuantizer's uint8 activations, int8
+        per-channel symmetric weights; a per-tensor weight scale runs as equal channel scales, and
+        an asymmetric weight is refused with an InputError, a deviation of kind ``error``)."""
+        if op in _KERNEL_OPS and variant.options.get("engine") == "inductor":
+            return {
+                "act_dtypes": ("uint8",),
+                "weight_dtypes": ("int8",),
+                "qlinear_dtypes": _KERNEL_DTYPES,
+                "note": "PT2E/Inductor int8 (X86InductorQuantizer): uint8 activations, int8 weights; "
+                "asymmetric weights are refused (not produced by the quantizer)",
+            }
         if op in _KERNEL_OPS:
             return {
                 "act_dtypes": ("uint8",),
