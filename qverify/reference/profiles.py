@@ -352,3 +352,28 @@ def cli_main(argv: list[str] | None = None) -> int:
             if p.confirmed:
                 print(f"  confirmed: {p.confirmed}")
     return 0
+
+
+# ---- added by E (issue 3): torch's PT2E/Inductor int8 path (torch_backend variant int8.inductor) ----
+_add(Profile(
+    name="torch.inductor",
+    source="torch/_inductor/fx_passes/quantization.py (dq -> conv2d/linear(dq_per_channel(w)) -> q lowered "
+    "to onednn.qconv_prepack + qconv_pointwise.tensor / qlinear_prepack + qlinear_pointwise.tensor "
+    "under torch._inductor.config.freezing); torchao X86InductorQuantizer (u8 activations per tensor, "
+    "s8 weights per channel symmetric, float bias)",
+    quant=_PROFILES["torch.pt2e"].quant,
+    per_axis=_PROFILES["torch.pt2e"].per_axis,
+    kernel=KernelSemantics(
+        Accumulation.AUTO, Requantization.FLOAT_BIAS_ZP_BEFORE,
+        conv_requantization=Requantization.FLOAT_BIAS_ZP_BEFORE,
+    ),
+    notes="oneDNN int8 conv/linear as Inductor calls them: exact integer accumulation, zero point added "
+    "before rounding for conv and linear alike (not FBGEMM's after-rounding linear of torch.x86). Closest "
+    "existing semantics, not exact: oneDNN applies the scales in two steps, v = f32(f32(f32(acc)*sx)*sw) "
+    "(+ f32 bias), y = sat(rne(f32(v*f32(1/sy)) + zy)), where FLOAT_BIAS_ZP_BEFORE uses one f32(sx*sw) "
+    "(conv) or one multiplier f32(sx*sw/sy) (matmul); they differ by 1 LSB next to non-power-of-two "
+    "ties (deviation torch/QLinear*/int8.inductor in qverify/deviations/torch.toml).",
+    confirmed="torch 2.13, AMD EPYC (avx512_vnni), tests/backends/test_torch_inductor.py: compiled PT2E-form "
+    "graphs (freezing) equal the direct onednn calls bit for bit; the two-step formula matched 600/600 "
+    "tie-heavy conv and 600/600 linear probes; conformance draws exact except near-ties.",
+))
