@@ -18,7 +18,20 @@ variant                       profile                ops (OpCase op -> torch cal
 ``int8.x86``                  torch.x86              QLinearMatMul -> quantized.linear,
 ``int8.fbgemm`` /             torch.quantize         QLinearConv -> quantized.conv2d, with
 ``int8.qnnpack``                                     torch.backends.quantized.engine set
+``int8.inductor``             torch.inductor         QLinearConv -> onednn.qconv_prepack +
+                                                     qconv_pointwise.tensor; QLinearMatMul ->
+                                                     onednn.qlinear_prepack + qlinear_pointwise.
+                                                     tensor (what Inductor lowers a PT2E graph to)
 ============================  =====================  ============================================
+
+``int8.inductor`` stands for torchao's PT2E path (``X86InductorQuantizer``, ``convert_pt2e``,
+``torch.compile`` with ``torch._inductor.config.freezing = True``): rather than compile per example
+(seconds each), it calls the oneDNN ops that Inductor's quantization lowering emits, with the
+argument forms of the generated code (:func:`run_inductor_kernel`);
+``tests/backends/test_torch_inductor.py`` proves a compiled graph runs exactly these calls. uint8
+activations, int8 symmetric weights (a per-tensor weight scale runs as equal channel scales); an
+asymmetric weight is refused. Offered when the capability ``engine:inductor`` is present (this
+torch registers ``torch.ops.onednn.qconv_pointwise`` and its siblings).
 
 The eager int8 kernels run in a separate worker process: some engine/geometry combinations crash
 the interpreter (``x86``/``onednn`` quantized conv2d segfaults on torch 2.13 for a width-1 input
