@@ -19,8 +19,10 @@
 - Every other op runs in float32 on dequantized values. Sums (Conv, MatMul, Gemm, pooling means,
   BatchNormalization) are evaluated in float64 and rounded once to float32: the exactly rounded
   result, from which a runtime's float32 summation order differs by a few ulp. Where
-  ``KernelSemantics.float_conv_sum`` is ``FloatConvSum.MLAS``, Conv sums in onnxruntime's order
-  (:func:`qverify.reference.mlas.conv_float`).
+  ``KernelSemantics.float_conv_sum`` is ``FloatSum.MLAS``, Conv sums in onnxruntime's order
+  (:func:`qverify.reference.mlas.conv_float`), and where ``float_matmul_sum`` is, MatMul/Gemm
+  (``mlas.matmul_float`` / ``gemm_float``); where ``float_average_pool_kernel_order``, AveragePool
+  sums each window in float32 in kernel order and divides by the count in float32.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from onnx import numpy_helper
 from qverify.errors import InputError, ModelError
 from qverify.reference import kernels as K
 from qverify.reference import mlas
-from qverify.reference.semantics import FloatConvSum, KernelSemantics, ZeroPointEntry
+from qverify.reference.semantics import FloatSum, KernelSemantics, ZeroPointEntry
 
 __all__ = ["run_qdq_model", "SUPPORTED_OPS"]
 
@@ -562,7 +564,7 @@ def _windows(xp, kernel, strides, dilations, out_shape):
 def _op_conv(ctx, node, a, x, w, b=None):
     strides, pads, dilations = _conv_geometry(a, x.shape, w.shape)
     group = a.get("group", 1)
-    if ctx.ksem.float_conv_sum is FloatConvSum.MLAS:  # (A) the runtime's own float32 summation order
+    if ctx.ksem.float_conv_sum is FloatSum.MLAS:  # (A) the runtime's own float32 summation order
         return (mlas.conv_float(x, w, b, strides=strides, pads=pads, dilations=dilations, group=group),)
     nd = x.ndim - 2
     kernel = w.shape[2:]
@@ -585,10 +587,17 @@ def _op_conv(ctx, node, a, x, w, b=None):
 
 
 def _op_matmul(ctx, node, a, x, y):
+    if ctx.ksem.float_matmul_sum is FloatSum.MLAS:  # (A) the runtime's own float32 summation order
+        return (mlas.matmul_float(x, y),)
     return (np.matmul(x.astype(np.float64), y.astype(np.float64)).astype(np.float32),)
 
 
 def _op_gemm(ctx, node, a, x, y, c=None):
+    if (
+        ctx.ksem.float_matmul_sum is FloatSum.MLAS  # (A) the runtime's order, where it is modelled
+        and not a.get("transA", 0) and a.get("alpha", 1.0) == 1.0 and (c is None or a.get("beta", 1.0) == 1.0)
+    ):
+        return (mlas.gemm_float(x, y, c, trans_b=bool(a.get("transB", 0))),)
     x = x.astype(np.float64)
     y = y.astype(np.float64)
     if a.get("transA", 0):
@@ -659,6 +668,13 @@ def _op_maxpool(ctx, node, a, x):
 def _op_avgpool(ctx, node, a, x):
     nd, kernel, strides, dilations, pads, out, extra = _pool_geometry(a, x)
     width = [(0, 0), (0, 0)] + [(pads[i], pads[nd + i] + extra[i]) for i in range(nd)]
+    if ctx.ksem.float_average_pool_kernel_order and x.dtype == np.float32:  # (A) the runtime's own order
+        win = _windows(np.pad(x, width), kernel, strides, dilations, out)
+        total = np.zeros(win.shape[: 2 + nd], np.float32)
+        for k in np.ndindex(*kernel):
+            total += win[(Ellipsis,) + k]  # float32, one window position at a time
+        count = _pool_count(a, x, nd, kernel, strides, dilations, pads, out, extra).astype(np.float32)
+        return (total / count,)
     xp = np.pad(x.astype(np.float64), width)
     total = _windows(xp, kernel, strides, dilations, out).sum(axis=tuple(range(-nd, 0)))
     count = _pool_count(a, x, nd, kernel, strides, dilations, pads, out, extra)

@@ -1,7 +1,7 @@
 """float32 Conv as onnxruntime's CPU execution provider sums it (MLAS, NCHW layout, x86-64, one thread).
 
 Used by :mod:`qverify.reference.graph` where ``KernelSemantics.float_conv_sum`` is
-``FloatConvSum.MLAS`` (the float path of a Conv that does not fuse into an integer kernel).
+``FloatSum.MLAS`` (the float path of a Conv that does not fuse into an integer kernel).
 
 Per image and group, with ``M`` output channels per group, ``C`` input channels per group,
 ``K = C * prod(kernel)`` (order: channel, then kernel rows, then kernel columns), ``N = prod(output
@@ -35,14 +35,14 @@ import numpy as np
 from qverify.errors import InputError
 from qverify.reference.quantize import fma_f32
 
-__all__ = ["conv_float"]
+__all__ = ["conv_float", "matmul_float", "gemm_float"]
 
 _STRIDE = 128  # MLAS_SGEMM_STRIDEN and MLAS_SGEMM_STRIDEK
 _F32 = np.float32
 
 
-def _gemm_fma(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, K), b (..., K, N) -> (..., M, N): the blocked FMA kernel."""
+def _gemm_fma(a: np.ndarray, b: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+    """a (M, K), b (..., K, N) -> (..., M, N): the blocked FMA kernel; ``c0`` the accumulated C (beta 1)."""
     m, k = a.shape
     n = b.shape[-1]
     stride_n, stride_k = _STRIDE, _STRIDE
@@ -52,20 +52,20 @@ def _gemm_fma(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     else:
         while stride_n > 16 and stride_n // 2 >= n:
             stride_n, stride_k = stride_n // 2, stride_k * 2
-    c = None
+    c = c0
     for k0 in range(0, k, stride_k):
         s = np.zeros(b.shape[:-2] + (m, n), _F32)
         for kk in range(k0, min(k, k0 + stride_k)):
             s = fma_f32(a[:, kk, None], b[..., None, kk, :], s)
-        c = s if c is None else (c + s).astype(_F32)
+        c = s if c is None else (s + c).astype(_F32)
     return c
 
 
-def _gemm_m1(a_row: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a_row (K,), b (..., K, N) -> (..., N): SgemmKernelM1Avx."""
+def _gemm_m1(a_row: np.ndarray, b: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+    """a_row (K,), b (..., K, N) -> (..., N): SgemmKernelM1Avx; ``c0`` the accumulated C (beta 1)."""
     k = a_row.shape[0]
     steps = [4] * (k // 4) + ([2] if k % 4 >= 2 else []) + ([1] if k % 2 else [])
-    c = None
+    c = c0
     i = 0
     for step in steps:
         g = (b[..., i, :] * a_row[i]).astype(_F32)
@@ -76,8 +76,9 @@ def _gemm_m1(a_row: np.ndarray, b: np.ndarray) -> np.ndarray:
     return c
 
 
-def _gemm_m1t(vec: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """vec (..., K), rows (..., R, K) -> (..., R): SgemmKernelM1TransposeBAvx (one dot product per row)."""
+def _gemm_m1t(vec: np.ndarray, rows: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+    """vec (..., K), rows (..., R, K) -> (..., R): SgemmKernelM1TransposeBAvx (one dot product per row);
+    ``c0`` the accumulated C (beta 1), added after the reduction."""
     k = vec.shape[-1]
     prod = (rows * vec[..., None, :]).astype(_F32)
     lanes = []
@@ -98,7 +99,8 @@ def _gemm_m1t(vec: np.ndarray, rows: np.ndarray) -> np.ndarray:
     pos = np.arange(r)
     n4 = 4 * (r // 4)
     which = np.where(pos < n4, 0, np.where((pos < n4 + 2) & (r % 4 >= 2), 1, 2))
-    return np.where(which == 0, four, np.where(which == 1, two, one))
+    out = np.where(which == 0, four, np.where(which == 1, two, one))
+    return out if c0 is None else (out + c0).astype(_F32)
 
 
 def _gemm(a: np.ndarray, b: np.ndarray, *, contiguous_b: bool, transposed_b: bool = False) -> np.ndarray:
@@ -177,3 +179,58 @@ def conv_float(x, w, b=None, *, strides, pads, dilations, group: int = 1) -> np.
     if b is not None:
         out = (out + np.asarray(b, _F32).reshape((1, m) + (1,) * nd)).astype(_F32)
     return out
+
+
+def _sgemm(a: np.ndarray, b: np.ndarray, c0: np.ndarray | None, *, trans_b: bool) -> np.ndarray:
+    """One MlasGemm (TransA none, alpha 1): a (M, K), b (K, N) or, with ``trans_b``, (N, K) -> (M, N)."""
+    m, k = a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    ldb = k if trans_b else n
+    if m == 1:
+        if trans_b:
+            return _gemm_m1t(a[0], b, None if c0 is None else c0[0])[None]
+        return _gemm_m1(a[0], b, None if c0 is None else c0[0])[None]
+    if n == 1 and ldb == 1:  # ldc == N == 1: the M = 1 kernel with A and B swapped
+        vec = b[:, 0] if not trans_b else b[0]
+        return _gemm_m1t(vec, a, None if c0 is None else c0[:, 0])[:, None]
+    return _gemm_fma(a, b.T if trans_b else b, c0)
+
+
+def matmul_float(a, b) -> np.ndarray:
+    """float32 MatMul (numpy broadcasting rules, 1-D operands promoted) in MLAS's order: a 2-D ``b`` is one
+    GEMM with every leading dimension of ``a`` folded into M; otherwise one GEMM per broadcast batch."""
+    a = np.asarray(a, _F32)
+    b = np.asarray(b, _F32)
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise InputError(f"matmul_float: shapes {a.shape} and {b.shape} do not multiply",
+                         "the last axis of a must equal the second-to-last of b")
+    a2 = a[None] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    if b2.ndim == 2:
+        lead = a2.shape[:-2]
+        y = _sgemm(a2.reshape(-1, a2.shape[-1]), b2, None, trans_b=False).reshape(*lead, a2.shape[-2], b2.shape[1])
+    else:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        ab = np.broadcast_to(a2, batch + a2.shape[-2:])
+        bb = np.broadcast_to(b2, batch + b2.shape[-2:])
+        y = np.empty(batch + (a2.shape[-2], b2.shape[-1]), _F32)
+        for i in np.ndindex(*batch):
+            y[i] = _sgemm(np.ascontiguousarray(ab[i]), np.ascontiguousarray(bb[i]), None, trans_b=False)
+    if a.ndim == 1:
+        y = y[..., 0, :]
+    if b.ndim == 1:
+        y = y[..., 0]
+    return y
+
+
+def gemm_float(a, b, c=None, *, trans_b: bool = False) -> np.ndarray:
+    """float32 Gemm with alpha = beta = 1 and A not transposed (``trans_b`` default False): C broadcast to
+    (M, N) is the GEMM's initial output (beta 1, accumulated), else the product alone."""
+    a = np.asarray(a, _F32)
+    b = np.asarray(b, _F32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != (b.shape[1] if trans_b else b.shape[0]):
+        raise InputError(f"gemm_float: shapes {a.shape} and {b.shape} (trans_b={trans_b}) do not multiply",
+                         "pass 2-D a (M, K) and b (K, N), or (N, K) with trans_b=True")
+    n = b.shape[0] if trans_b else b.shape[1]
+    c0 = None if c is None else np.ascontiguousarray(np.broadcast_to(np.asarray(c, _F32), (a.shape[0], n)))
+    return _sgemm(a, b, c0, trans_b=trans_b)

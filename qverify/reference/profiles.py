@@ -16,7 +16,7 @@ from qverify.reference.semantics import (
     ClampOrder,
     ConvKOrder,
     DequantForm,
-    FloatConvSum,
+    FloatSum,
     KernelSemantics,
     NaNPolicy,
     Precision,
@@ -98,16 +98,20 @@ _add(Profile(
     "quantization/quantize_linear.cc",
     quant=QuantSemantics(ScaleOp.DIVIDE, ZeroPointEntry.AFTER_ROUNDING, _F32, nan=NaNPolicy.QMIN),
     kernel=KernelSemantics(Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
-                           float_conv_sum=FloatConvSum.MLAS),  # (A) MLAS's float Conv order
+                           float_conv_sum=FloatSum.MLAS,  # (A) MLAS's float Conv order
+                           float_matmul_sum=FloatSum.MLAS,  # (A) MLAS's float MatMul/Gemm order
+                           float_average_pool_kernel_order=True),  # (A) MLAS's float AveragePool order
     notes="CPU execution provider. With graph optimisation, DQ->Conv/MatMul->Q fuse into "
     "QLinearConv/QLinearMatMul: integer kernels, float multiplier, u8*s8 pairs saturate to int16 "
     "without VNNI (Accumulation.AUTO). A float Conv (NCHW, one thread) sums in MLAS's order "
-    "(FloatConvSum.MLAS); MatMul/Gemm/pooling sums are still the exactly rounded ones.",
+    "(float_conv_sum=FloatSum.MLAS), likewise MatMul and Gemm (float_matmul_sum; Gemm with alpha 1, "
+    "no transA, beta 1), a float AveragePool window in kernel order (float_average_pool_kernel_order).",
     confirmed="QuantizeLinear ties (divide vs reciprocal) and NaN -> qmin checked with onnxruntime "
-    "1.32 (tests/reference/test_profiles.py). Float Conv (FloatConvSum.MLAS) bit-exact against Conv "
+    "1.32 (tests/reference/test_profiles.py). Float Conv (FloatSum.MLAS) bit-exact against Conv "
     "at optimisation disabled and DQ -> Conv -> Relu -> Q at 'all' (com.microsoft.FusedConv) on "
     "Hypothesis draws: full/depthwise, strides, pads, dilations, 1-D, K over 128 "
-    "(tests/reference/test_ort_conv_float.py).",
+    "(tests/reference/test_ort_conv_float.py); MatMul/Gemm (test_ort_matmul_float.py) and float AveragePool "
+    "(test_ort_average_pool_float.py) likewise.",
 ))
 
 _add(Profile(
@@ -224,7 +228,9 @@ _add(Profile(
         Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
         conv_k_order=ConvKOrder.KH_KW_CIN, fuse_qdq=True, fuse_int8_activations=False,
         int8_qdq_to_uint8=True,  # (kernels author) in-graph int8 Q->DQ pairs become uint8 and fuse
-        float_conv_sum=FloatConvSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
+        float_conv_sum=FloatSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
+        float_matmul_sum=FloatSum.MLAS,  # (A) an unfused MatMul/Gemm
+        float_average_pool_kernel_order=True,  # (A) an unfused float AveragePool
         fuse_qdq_add=True,  # (kernels author) DQ + DQ -> Q runs as QLinearAdd
         fuse_qdq_global_average_pool=True,  # (kernels author) QLinearGlobalAveragePool
         fuse_qdq_average_pool=True,  # (kernels author) QLinearAveragePool
@@ -245,7 +251,9 @@ _add(Profile(
     kernel=KernelSemantics(
         Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
         conv_k_order=ConvKOrder.KH_KW_CIN, fuse_qdq=True, fuse_int8_activations=True,
-        float_conv_sum=FloatConvSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
+        float_conv_sum=FloatSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
+        float_matmul_sum=FloatSum.MLAS,  # (A) an unfused MatMul/Gemm
+        float_average_pool_kernel_order=True,  # (A) an unfused float AveragePool
         fuse_qdq_add=True,  # (kernels author) DQ + DQ -> Q runs as QLinearAdd
         fuse_qdq_global_average_pool=True,  # (kernels author) QLinearGlobalAveragePool
         fuse_qdq_average_pool=True,  # (kernels author) QLinearAveragePool

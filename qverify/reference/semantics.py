@@ -107,12 +107,13 @@ class Requantization(str, enum.Enum):
     FLOAT_BIAS_ZP_BEFORE = "float_bias_zp_before"
 
 
-class FloatConvSum(str, enum.Enum):
-    """How a Conv left on the float path (not fused into an integer kernel) sums its float32 products."""
+class FloatSum(str, enum.Enum):
+    """How a Conv / MatMul / Gemm left on the float path (not fused into an integer kernel) sums its
+    float32 products."""
 
     EXACT = "exact"  # the exact sum (with the bias) rounded once to float32: no runtime's order
-    # (A) onnxruntime CPU, NCHW Conv/FusedConv: MLAS im2col + SGEMM kernels, one thread, x86-64
-    # (qverify.reference.mlas.conv_float: per-kernel summation orders, then + bias)
+    # (A) onnxruntime CPU, one thread, x86-64: MLAS SGEMM kernels (NCHW Conv/FusedConv via im2col, then
+    # + bias; MatMul; Gemm with C as the accumulated output): qverify.reference.mlas
     MLAS = "mlas"
 
 
@@ -193,4 +194,12 @@ class KernelSemantics:
     dynamic_activation_reduce_range: bool = False
     # --- added by A (onnxruntime's float Conv) ---
     # summation order of a Conv on the float path (graph executor); EXACT for every runtime not modelled
-    float_conv_sum: FloatConvSum = FloatConvSum.EXACT
+    float_conv_sum: FloatSum = FloatSum.EXACT
+    # summation order of a MatMul / Gemm on the float path (Gemm: alpha = 1, no transA, beta 1 or no C;
+    # other Gemms keep the exact sum)
+    float_matmul_sum: FloatSum = FloatSum.EXACT
+    # a float32 AveragePool on the float path sums each window in float32 in kernel order (row-major; pad
+    # cells add 0) and divides by the ONNX count in float32 (onnxruntime's MLAS pool; False: the exact
+    # mean rounded once). Dilated windows with pads and count_include_pad=0 are divided by another count
+    # in onnxruntime 1.32 (every element off, not an ulp): not modelled
+    float_average_pool_kernel_order: bool = False

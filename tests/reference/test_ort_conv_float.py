@@ -1,4 +1,4 @@
-"""onnxruntime's float Conv and ``FloatConvSum.MLAS`` (qverify.reference.mlas.conv_float).
+"""onnxruntime's float Conv and ``FloatSum.MLAS`` (qverify.reference.mlas.conv_float).
 
 Found by ``qverify conformance --backends onnxruntime --ops qdq_conv_relu --examples 200 --seed 0``
 (row ``all+qdqisint8allowed``, uint8 x/w/y): runtime 215, reference 214 on one code. DQ -> Conv -> Relu
@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qverify.reference import mlas, profiles
 from qverify.reference.graph import run_qdq_model
-from qverify.reference.semantics import FloatConvSum
+from qverify.reference.semantics import FloatSum
 
 S8_ALLOWED = {"session.qdqisint8allowed": "1"}
 
@@ -104,7 +104,7 @@ def _session(model, level="ORT_ENABLE_ALL", config=None, optimized_path=None):
 def _exact_sum(profile: str) -> profiles.Profile:
     p = profiles.get(profile)
     return dataclasses.replace(p, name=p.name + "-exact-sum",
-                               kernel=dataclasses.replace(p.kernel, float_conv_sum=FloatConvSum.EXACT))
+                               kernel=dataclasses.replace(p.kernel, float_conv_sum=FloatSum.EXACT))
 
 
 # ---------------------------------------------------------------------------------------------- repro
@@ -133,7 +133,7 @@ def test_repro_case_is_exact_with_the_mlas_sum(config, profile):
     ref = run_qdq_model(m, {"x": REPRO["x"]}, profile, intermediates=True)
     np.testing.assert_array_equal(ref["y"], got)
     assert got.ravel()[15] == 215 and ref["c"].ravel()[15] == np.nextafter(np.float32(148996.25), np.float32(1e9))
-    # the exactly rounded sum (FloatConvSum.EXACT) lands on the tie 86.5 and rounds to 86: the found case
+    # the exactly rounded sum (FloatSum.EXACT) lands on the tie 86.5 and rounds to 86: the found case
     old = run_qdq_model(m, {"x": REPRO["x"]}, _exact_sum(profile), intermediates=True)
     assert old["c"].ravel()[15] == np.float32(148996.25)
     assert np.flatnonzero(old["y"] != got).tolist() == [15] and old["y"].ravel()[15] == 214
@@ -154,9 +154,9 @@ def test_m1_kernel_sums_k_in_groups_of_four(strides):
 
 
 def test_graph_conv_follows_the_profiles_float_conv_sum():
-    assert profiles.get("onnx").kernel.float_conv_sum is FloatConvSum.EXACT
+    assert profiles.get("onnx").kernel.float_conv_sum is FloatSum.EXACT
     for name in ("onnxruntime", "onnxruntime.fused", "onnxruntime.fused_s8"):
-        assert profiles.get(name).kernel.float_conv_sum is FloatConvSum.MLAS
+        assert profiles.get(name).kernel.float_conv_sum is FloatSum.MLAS
     m = _float_conv_model(_K6, np.ones((1, 6, 1, 1), np.float32), np.zeros(1, np.float32), [0] * 4, [1, 1],
                           [1, 1], 1)
     assert run_qdq_model(m, {"x": _K6}, "onnx")["y"].ravel().tolist() == [2.0**24 + 4]
