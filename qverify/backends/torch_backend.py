@@ -647,6 +647,10 @@ class TorchBackend(Backend):
             return op == "fake_quant"
         if api in ("quantize", "pt2e"):
             return op in _QUANT_OPS
+        if api == "int8" and variant.options.get("engine") == "inductor":
+            # offered wherever torch is; without engine:inductor run_op raises BackendUnavailable,
+            # so the row is reported as skipped with the reason
+            return op in _KERNEL_OPS
         if api == "int8":
             return (
                 op in _KERNEL_OPS
@@ -685,7 +689,16 @@ class TorchBackend(Backend):
             )
         api = variant.options["api"]
         if api == "int8":
-            return self._worker.run(variant.options["engine"], case.op, case.inputs, case.attrs)
+            engine = variant.options["engine"]
+            if f"engine:{engine}" not in self.availability().capabilities:
+                raise BackendUnavailable(
+                    self.name,
+                    f"torch {self.availability().version} has no int8 engine {engine!r}"
+                    + (" (no torch.ops.onednn.qconv_pointwise / qlinear_pointwise: built without oneDNN)"
+                       if engine == "inductor" else ""),
+                    "install a torch build with oneDNN (mkldnn), e.g. " + PIP_FIX,
+                )
+            return self._worker.run(engine, case.op, case.inputs, case.attrs)
         with _quiet(), _one_thread(torch):
             if api == "quantize":
                 return (
@@ -722,10 +735,12 @@ class TorchBackend(Backend):
             )
         opts = dict(options or {})
         engine = str(opts.get("engine", "x86"))
-        if fmt in (FORMAT_TORCH_INT8, FORMAT_TORCH_DYNAMIC) and f"engine:{engine}" not in self.availability().capabilities:
+        eager = [c.split(":", 1)[1] for c in self.availability().capabilities
+                 if c.startswith("engine:") and c.split(":", 1)[1] in ENGINES]  # not "inductor": op level only
+        if fmt in (FORMAT_TORCH_INT8, FORMAT_TORCH_DYNAMIC) and engine not in eager:
             raise InputError(
                 f"torch quantized engine {engine!r} is not available here",
-                f"choose from: {', '.join(c.split(':', 1)[1] for c in self.availability().capabilities if c.startswith('engine:'))}",
+                f"choose from: {', '.join(eager)}",
             )
         return TorchModelSession(Path(files[fmt]), fmt, int(threads), engine)
 

@@ -50,6 +50,31 @@ def test_variant_is_offered_with_its_profile(variant):
     assert c["qlinear_dtypes"] == (("uint8", "int8", "uint8"),) and "asymmetric" in c["note"]
 
 
+def test_without_onednn_ops_the_row_is_skipped_with_the_reason(variant):
+    """A torch without the oneDNN int8 ops: the variant's rows are skipped, saying why."""
+    from dataclasses import replace
+
+    from qverify.backends.torch_backend import TorchBackend
+    from qverify.conformance.families import FAMILIES
+    from qverify.conformance.runner import run_row
+    from qverify.errors import BackendUnavailable
+
+    bare = TorchBackend()
+    av = BACKEND.availability()
+    bare._availability = replace(av, capabilities=tuple(c for c in av.capabilities if c != "engine:inductor"))
+    assert bare.supports("QLinearConv", variant)
+    with pytest.raises(BackendUnavailable, match="no int8 engine 'inductor'"):
+        bare.run_op(OpCase("QLinearConv", _conv_inputs(np.random.default_rng(0)), _CONV_ATTRS), variant)
+    row = run_row(bare, variant, FAMILIES["QLinearConv"], examples=3, seed=0)
+    assert row.status == "skipped" and "qconv_pointwise" in row.reason
+    bare.close()
+
+
+def test_model_level_refuses_the_inductor_engine(tmp_path):
+    with pytest.raises(InputError, match="engine 'inductor' is not available"):
+        BACKEND.open_model({"torch_int8": tmp_path}, options={"engine": "inductor"})
+
+
 def _conv_inputs(rng, wz=0, x_dtype=np.uint8):
     x = rng.integers(0, 256, (1, 2, 5, 5)).astype(x_dtype)
     w = rng.integers(-128, 128, (3, 2, 3, 3)).astype(np.int8)
