@@ -29,9 +29,9 @@ F32 = np.float32
 
 # Cases per drawn list; the single-case side compiles one model per case (~20-50 ms here), which
 # is what bounds this file's time. QDQ subgraphs compile slowest: fewer of them.
-_DRAWS = {"QuantizeLinear": 24, "DequantizeLinear": 24, "fake_quant": 24, "fake_quantize_range": 24}
+_DRAWS = {"QuantizeLinear": 20, "DequantizeLinear": 20, "fake_quant": 20, "fake_quantize_range": 20}
 _QDQ_DRAWS = 10
-_EXAMPLES = 3  # lists per family (Hypothesis' first list is its simplest: mostly one repeated case)
+_EXAMPLES = 4  # lists per family (Hypothesis' first list is its simplest: mostly one repeated case)
 
 _SETTINGS = settings(
     max_examples=_EXAMPLES,
@@ -111,11 +111,17 @@ def test_batched_outputs_are_bit_identical_to_one_model_per_case(family, single,
         before = dict(batched.batch_counts)
         got = batched.run_ops(cases, cpu)
         ran = {k: batched.batch_counts[k] - before[k] for k in before}
-        # every case went into a batch: nothing came from a cache or a fallback
-        assert ran == {"batched": n, "single": 0, "failed_batches": 0}, (ran, batched.last_batch_error)
         assert len(got) == n
-        for i, (case, g) in enumerate(zip(cases, got)):
-            _assert_same(g, _run_alone(single, case, cpu), f"{family.name} case {i} ({case.attrs})")
+        alone = [_run_alone(single, case, cpu) for case in cases]
+        for i, (case, g, want) in enumerate(zip(cases, got, alone)):
+            _assert_same(g, want, f"{family.name} case {i} ({case.attrs})")
+        # Every case went into a batch, except cases that fail alone too (e.g. a strided 1x1 conv
+        # with padding gets a wrong output shape, which an 'add' post op refuses) and at most one
+        # good neighbour each, left alone by the halving; nothing came from a cache.
+        failing = sum(isinstance(w, Exception) for w in alone)
+        assert ran["batched"] + ran["single"] == n, ran
+        assert ran["single"] <= 2 * failing, (ran, failing, batched.last_batch_error)
+        assert ran["batched"] >= n - 2 * failing
 
     prop()
 
