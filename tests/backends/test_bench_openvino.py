@@ -2,7 +2,7 @@
 examples per second and as a ratio against the same property test run on the pure reference in the
 same run (``nox -s bench``).
 
-Two property tests:
+Three property tests:
 
 * ``fixed parameters``: Hypothesis draws the values and the shape's contents of a QuantizeLinear
   whose scale, zero point, dtype and shape are fixed, so every example after the first reuses the

@@ -90,7 +90,9 @@ def _assert_same(got, want, where: str) -> None:
         same = np.array_equal(got, want)
     if not same:
         bad = np.flatnonzero(~((got == want) | (np.isnan(got) & np.isnan(want))) if got.dtype.kind == "f" else got != want)
-        raise AssertionError(f"{where}: batched differs alone at flat indices {bad[:5]} of {got.size}")
+        raise AssertionError(
+            f"{where}: batched differs from alone at flat indices {bad[:5]} of {got.size} (none listed: a zero's sign)"
+        )
 
 
 def test_batched_ops_are_the_ops_openvino_runs(single, cpu):
@@ -179,6 +181,8 @@ def test_a_qdq_conv_that_does_not_compile_costs_only_itself(single, cpu):
     for i, (case, g) in enumerate(zip(cases, got)):
         _assert_same(g, _run_alone(single, case, cpu), f"case {i}")
     assert batched.batch_counts["batched"] >= 3
+    # execution_info stays per case (its own compiled model), whatever run_ops did before
+    assert batched.execution_info(cases[0], cpu)["precision"] == "int8"
 
 
 def test_cases_that_cannot_be_prepared_get_the_error_run_op_raises(single, cpu):
