@@ -340,10 +340,9 @@ class OpenVinoBackend(Backend):
         ``BATCH_SIZE`` (64) at a time, one op (and post-op chain) per model: a DequantizeLinear
         branch in a model that also holds QuantizeLinear branches computes differently (1 ulp,
         ``test_a_model_with_quantize_branches_changes_dequantize_linear``). Each case is an
-        independent branch of the model (FakeQuantize
-        branches built with ``openvino.opset13``, ONNX ops merged with
-        :func:`onnx_graphs.merge`, static shapes); a batch that fails to build, compile or run is
-        split in halves and retried, down to single cases. Cases not batched (other ops, cached
+        independent branch of the model (FakeQuantize branches built with ``openvino.opset13``,
+        ONNX ops merged with :func:`onnx_graphs.merge`, static shapes); a batch that fails to
+        build, compile or run is split in halves and retried, down to single cases. Cases not batched (other ops, cached
         models, a case left alone) go through :meth:`run_op`. ``BackendUnavailable`` propagates.
         ``batch_counts`` counts what went which way.
         """
