@@ -346,6 +346,8 @@ class OpenVinoBackend(Backend):
         models, a case left alone) go through :meth:`run_op`. ``BackendUnavailable`` propagates.
         ``batch_counts`` counts what went which way.
         """
+        if cases:
+            self._core  # noqa: B018 - raises BackendUnavailable (naming the fix) when openvino is missing
         precision = _precision(variant)
         out: list[np.ndarray | Exception | None] = [None] * len(cases)
         groups: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}

@@ -272,3 +272,16 @@ def test_merge_prefixes_every_branch_and_checks():
         onnx_graphs.merge(built, ["p_", "p_", "q_"])
     with pytest.raises(InputError, match="got no models"):
         onnx_graphs.merge([])
+
+
+def test_run_ops_without_openvino_raises_backend_unavailable(monkeypatch):
+    """Fail closed: no openvino means BackendUnavailable naming the fix, not errors in the slots."""
+    from qverify.backends.base import Variant
+    from qverify.errors import BackendUnavailable
+
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    b = OpenVinoBackend()
+    case = OpCase("fake_quantize_range", [np.zeros(2, F32), F32(0), F32(1), F32(0), F32(1)], {"levels": 256})
+    with pytest.raises(BackendUnavailable, match="pip install openvino"):
+        b.run_ops([case, case], Variant("cpu", "openvino", {"precision": "f32"}))
+    assert b.run_ops([], Variant("cpu", "openvino", {})) == []
