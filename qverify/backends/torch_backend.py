@@ -661,15 +661,17 @@ class TorchBackend(Backend):
     def case_constraints(self, op: str, variant: Variant) -> dict[str, Any]:
         """The eager int8 kernels take quint8 activations/outputs and qint8 weights only; so does
         the PT2E/Inductor path (``int8.inductor``: X86InductorQuantizer's uint8 activations, int8
-        per-channel symmetric weights; a per-tensor weight scale runs as equal channel scales, and
-        an asymmetric weight is refused with an InputError, a deviation of kind ``error``)."""
+        per-channel symmetric weights; a per-tensor weight scale runs as equal channel scales; an
+        asymmetric weight is refused with an InputError, so none is drawn)."""
         if op in _KERNEL_OPS and variant.options.get("engine") == "inductor":
             return {
                 "act_dtypes": ("uint8",),
                 "weight_dtypes": ("int8",),
                 "qlinear_dtypes": _KERNEL_DTYPES,
-                "note": "PT2E/Inductor int8 (X86InductorQuantizer): uint8 activations, int8 weights; "
-                "asymmetric weights are refused (not produced by the quantizer)",
+                "weight_symmetric": True,
+                "note": "PT2E/Inductor int8 (X86InductorQuantizer): uint8 activations, int8 symmetric "
+                "weights (the quantizer makes no other; the adapter refuses asymmetric ones: "
+                "test_torch_inductor.py)",
             }
         if op in _KERNEL_OPS:
             return {

@@ -33,6 +33,7 @@ class Constraints:
     act_dtypes: tuple[str, ...] = ("uint8", "int8")  # activation / quantize output dtypes
     weight_dtypes: tuple[str, ...] = ("int8", "uint8")  # weight dtypes of integer kernels
     symmetric: bool = False  # True: every zero point is 0
+    weight_symmetric: bool = False  # True: weight zero points of integer kernels are 0
     per_axis: bool = True  # per-axis (per-channel) parameters may be drawn
     nonfinite: bool = True  # NaN/inf inputs where the op defines them
     max_elements: int = 256  # bound on the activation size
@@ -351,7 +352,7 @@ def _mm_operands(draw: Any, c: Constraints, dtypes: tuple[str, str] | None = Non
 def matmul_integer_cases(draw: Any, c: Constraints) -> OpCase:
     a, b, _ = draw(_mm_operands(c))
     az = _param(draw(_zp_st(a.dtype.name, c.symmetric)), a.dtype)
-    bz = _param(draw(_zp_st(b.dtype.name, c.symmetric)), b.dtype)
+    bz = _param(draw(_zp_st(b.dtype.name, c.symmetric or c.weight_symmetric)), b.dtype)
     return OpCase("MatMulInteger", [a, b, az, bz])
 
 
@@ -382,7 +383,7 @@ def qlinear_matmul_cases(draw: Any, c: Constraints, op: str = "QLinearMatMul") -
     a_s = np.float32(draw(_scale_st(tiny_large=False)))
     b_s = np.float32(draw(_scale_st(tiny_large=False)))
     az = _param(draw(_zp_st(a.dtype.name, c.symmetric)), a.dtype)
-    bz = _param(draw(_zp_st(b.dtype.name, c.symmetric)), b.dtype)
+    bz = _param(draw(_zp_st(b.dtype.name, c.symmetric or c.weight_symmetric)), b.dtype)
     ys = _requant_scale(draw, a_s, np.asarray(b_s), a.shape[-1])
     yz = _param(draw(_zp_st(y_dt, c.symmetric)), y_dt)
     return OpCase(op, [a, a_s, az, b, b_s, bz, ys, yz])
@@ -428,7 +429,7 @@ def _conv_operands(draw: Any, c: Constraints, dtypes: tuple[str, str] | None = N
 def conv_integer_cases(draw: Any, c: Constraints) -> OpCase:
     x, w, attrs, _ = draw(_conv_operands(c))
     xz = _param(draw(_zp_st(x.dtype.name, c.symmetric)), x.dtype)
-    wz = _param(draw(_zp_st(w.dtype.name, c.symmetric)), w.dtype)
+    wz = _param(draw(_zp_st(w.dtype.name, c.symmetric or c.weight_symmetric)), w.dtype)
     return OpCase("ConvInteger", [x, w, xz, wz], attrs)
 
 
@@ -457,7 +458,7 @@ def qlinear_conv_cases(draw: Any, c: Constraints, op: str = "QLinearConv", post:
         w_s = np.float32(draw(_scale_st(tiny_large=False)))
     xz = _param(draw(_zp_st(x.dtype.name, c.symmetric)), x.dtype)
     # per-channel weight zero points must be 0 in every runtime in scope; per-tensor may be anything
-    wz = np.zeros(cout, w.dtype) if np.ndim(w_s) else _param(draw(_zp_st(w.dtype.name, c.symmetric)), w.dtype)
+    wz = np.zeros(cout, w.dtype) if np.ndim(w_s) else _param(draw(_zp_st(w.dtype.name, c.symmetric or c.weight_symmetric)), w.dtype)
     k = int(np.prod(w.shape[1:]))
     ys = _requant_scale(draw, x_s, np.asarray(w_s), k)
     yz = _param(draw(_zp_st(y_dt, c.symmetric)), y_dt)
