@@ -24,8 +24,15 @@ spatial)``, ``B[k, n]`` the im2col patch value (0 in padding) and ``A[m, k]`` th
     otherwise); per slice ``s = fma(A_k, B_k, s)`` from 0 in k order; ``c = s_0``, then ``c = f32(c + s)``.
 - then ``y = f32(c + bias)``.
 
-Not modelled: several threads (``intra_op_num_threads > 1``), the NCHWc convolution that graph
-optimisation substitutes for larger channel counts, and non-x86 MLAS kernels.
+MatMul (``matmul_float``) and Gemm (``gemm_float``) call the same GEMM: M = 1 -> ``m1`` (``m1t`` with B
+transposed), N = 1 with contiguous operands -> ``m1t`` swapped, else ``fma``; Gemm's C is the GEMM's
+initial output (beta 1): ``m1`` starts its running sum from it, ``m1t`` adds it after the reduction,
+``fma`` adds each K slice to it.
+
+Not modelled: several threads (``intra_op_num_threads > 1``: the slices and row blocks follow each
+thread's share), the NCHWc Conv that graph optimisation substitutes for a float Conv with constant
+weights at level 'all', a MatMul/Gemm whose constant B onnxruntime prepacks (packed K slices of 256,
+no M = 1 kernel), and non-x86 MLAS kernels.
 """
 
 from __future__ import annotations
@@ -41,6 +48,27 @@ _STRIDE = 128  # MLAS_SGEMM_STRIDEN and MLAS_SGEMM_STRIDEK
 _F32 = np.float32
 
 
+_F32_MIN_NORMAL = float(np.finfo(np.float32).tiny)
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 ``fma(a, b, c)`` (one rounding) for float64 ``a``, ``b`` holding float32 values and float32
+    ``c``: ``a*b + c`` in float64 (the product is exact) rounded to float32, which is the correct
+    rounding except where the float64 sum lands exactly on a float32 midpoint (low 29 mantissa bits
+    ``1 << 28``) or in the float32 subnormal range; those elements are redone exactly
+    (:func:`qverify.reference.quantize.fma_f32`)."""
+    s = a * b
+    s += c
+    r = s.astype(_F32)
+    check = (s.view(np.uint64) & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)
+    check |= np.abs(s) < 2 * _F32_MIN_NORMAL
+    if check.any():
+        shape = s.shape
+        aa, bb, cc = (np.broadcast_to(v, shape)[check] for v in (a, b, c))
+        r[check] = fma_f32(aa, bb, cc)
+    return r
+
+
 def _gemm_fma(a: np.ndarray, b: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
     """a (M, K), b (..., K, N) -> (..., M, N): the blocked FMA kernel; ``c0`` the accumulated C (beta 1)."""
     m, k = a.shape
@@ -52,11 +80,13 @@ def _gemm_fma(a: np.ndarray, b: np.ndarray, c0: np.ndarray | None = None) -> np.
     else:
         while stride_n > 16 and stride_n // 2 >= n:
             stride_n, stride_k = stride_n // 2, stride_k * 2
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
     c = c0
     for k0 in range(0, k, stride_k):
         s = np.zeros(b.shape[:-2] + (m, n), _F32)
         for kk in range(k0, min(k, k0 + stride_k)):
-            s = fma_f32(a[:, kk, None], b[..., None, kk, :], s)
+            s = _fma(a64[:, kk, None], b64[..., None, kk, :], s)
         c = s if c is None else (s + c).astype(_F32)
     return c
 
