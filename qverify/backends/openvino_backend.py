@@ -172,6 +172,9 @@ class OpenVinoBackend(Backend):
     def __init__(self) -> None:
         self._compiled = onnx_graphs.ModelCache(maxsize=256)
         self._info: dict[Any, dict[str, Any]] = {}
+        # execution summaries of cases that ran as a branch of a batch model, by model cache key
+        # (so execution_info need not compile the case alone); bounded like the model cache
+        self._batch_info: dict[Any, dict[str, Any]] = {}
         self._lock = threading.Lock()
         # run_ops: cases run as branches of a batch, cases run one by one (cached, not batched, or
         # left alone after a failed batch), batch models that failed; the last failure, one line
@@ -454,12 +457,33 @@ class OpenVinoBackend(Backend):
         model.reshape(shapes)  # static, as _build_onnx does
         compiled = self._compile(model, precision)
         result = compiled(feeds)
+        self._remember_branch_execution(compiled, cases, precision, [f"b{j}_" for j in range(len(cases))])
         return [np.array(result[compiled.output(names[0])], copy=True) for names in merged.output_names]
+
+    def _remember_branch_execution(self, compiled, cases: Sequence[OpCase], precision: str, prefixes: Sequence[str]) -> None:
+        """Split the batch model's runtime layers by branch (every original layer name of branch j
+        starts with its prefix) and keep each branch's summary for :meth:`execution_info`."""
+        layers = runtime_layers(compiled)
+        if len(self._batch_info) > 4096:
+            self._batch_info.clear()
+        owner: dict[int, list[dict[str, str]]] = {}
+        for lay in layers:
+            names = [n.strip() for n in lay["originalLayersNames"].split(",") if n.strip()]
+            hits = {j for j, p in enumerate(prefixes) for n in names if n.startswith(p)}
+            if len(hits) == 1:  # a layer fused from one branch's nodes (plus unnamed constants)
+                owner.setdefault(hits.pop(), []).append(lay)
+        for j, case in enumerate(cases):
+            self._batch_info[self._cache_key(case, precision)] = {**summarize_execution(owner.get(j, [])), "batched": True}
 
     def execution_info(self, case: OpCase, variant: Variant) -> dict[str, Any]:
         """What the runtime model of ``case`` ran: ``precision`` ``int8`` when every
         Convolution/MatMul ran on i8/u8, ``mixed``/``float`` when some/all fell back to float,
-        ``none`` when the model has no such layer; plus the layers and their precisions."""
+        ``none`` when the model has no such layer; plus the layers and their precisions. A case that
+        ran as a branch of a :meth:`run_ops` batch model is described by its branch of that model
+        (``batched`` True), which the batch tests prove computes what the single model computes."""
+        key = self._cache_key(case, _precision(variant))
+        if key in self._batch_info and key not in self._compiled:
+            return dict(self._batch_info[key])
         return dict(self.compiled_for(case, variant)[2])
 
     # -- model level -----------------------------------------------------------------------------

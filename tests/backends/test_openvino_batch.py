@@ -117,6 +117,10 @@ def test_batched_outputs_are_bit_identical_to_one_model_per_case(family, single,
         alone = [_run_alone(single, case, cpu) for case in cases]
         for i, (case, g, want) in enumerate(zip(cases, got, alone)):
             _assert_same(g, want, f"{family.name} case {i} ({case.attrs})")
+            if family.compute and not isinstance(want, Exception):
+                # what ran (int8 or float fallback), read from the case's branch of the batch
+                # model, is what the case's own model runs
+                assert _ran(batched.execution_info(case, cpu)) == _ran(single.execution_info(case, cpu)), i
         # Every case went into a batch, except cases that fail alone too (e.g. a strided 1x1 conv
         # with padding gets a wrong output shape, which an 'add' post op refuses) and at most one
         # good neighbour each, left alone by the halving; nothing came from a cache.
@@ -126,6 +130,10 @@ def test_batched_outputs_are_bit_identical_to_one_model_per_case(family, single,
         assert ran["batched"] >= n - 2 * failing
 
     prop()
+
+
+def _ran(info: dict) -> tuple:
+    return info["precision"], sorted((c["type"], c["precision"]) for c in info["compute_layers"])
 
 
 def _quantize_cases(n: int, seed: int = 0) -> list[OpCase]:
