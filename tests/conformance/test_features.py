@@ -143,3 +143,21 @@ def test_entries_sharing_an_id_are_told_apart_by_their_conditions(tmp_path):
     first = ENTRIES[: ENTRIES.index("[[deviation]]", 10)]
     with pytest.raises(SuiteError, match="two deviations are both"):
         _ledger(tmp_path, first + first)
+
+
+def test_a_one_step_float_difference_is_within_a_one_lsb_tolerance(tmp_path):
+    """(a - b) / s of two float32 outputs one step apart is 1 only up to rounding."""
+    ledger = _ledger(tmp_path, '[[deviation]]\nid = "fake_reference/DequantizeLinear/*"\ncause = "c"\ntolerance_lsb = 1\n')
+    s = F32(3.6797850)
+    case = OpCase("DequantizeLinear", [np.array([-57, 3], np.int8), s, np.int8(0)])
+    want = FAMILIES["DequantizeLinear"].reference(case, "onnxruntime")
+    got = want.copy()
+    got[0] = F32(F32(-58) * s)  # one step away; (got - want) / s is not exactly 1 in float64
+    assert runner.lsb_distance(got, want, s) != 1.0
+    out = runner.compare(FAMILIES["DequantizeLinear"], case, Variant("plain", "onnxruntime"), got, want,
+                         deviations=ledger.entries)
+    assert out.explained_by is not None
+    got[0] = F32(F32(-59) * s)  # two steps: not within 1 LSB
+    out = runner.compare(FAMILIES["DequantizeLinear"], case, Variant("plain", "onnxruntime"), got, want,
+                         deviations=ledger.entries)
+    assert out.unexplained
