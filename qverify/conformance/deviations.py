@@ -10,7 +10,7 @@ Each file holds an array of tables::
     versions = ">=1.20"                      # optional (default: every version), PEP 440 specifier
     upstream = "https://github.com/..."      # optional: the upstream issue
     when = { kernel = [1, 1], stride_max = ">1" }   # optional: case conditions (all must hold)
-    kind = "values"                          # optional: values (default) | error | shape
+    kind = "values"                          # optional: values (default) | error | shape | crash
     match = "SIGSEGV"                        # kind = "error" only: regex the error must match
 
 A mismatch against the variant's own profile is *explained* by an entry whose ``id`` matches,
@@ -20,9 +20,13 @@ whose ``versions`` contain the runtime's version and whose ``when`` conditions h
 * ``kind = "values"``: the runtime's output equals the reference computed with the entry's
   ``profile`` (or with the variant's profile when ``profile`` is absent) within ``tolerance_lsb``;
 * ``kind = "error"``: the runtime raised on the (valid) input and its message matches ``match``;
-* ``kind = "shape"``: the runtime returned an output of another shape than the reference's.
+* ``kind = "shape"``: the runtime returned an output of another shape than the reference's;
+* ``kind = "crash"``: the runtime kills the process on these cases (a segfault in an in-process
+  runtime cannot be contained), so matching cases are *not run*: each drawn one is counted as
+  explained by the entry, and a test must pin the crash in a subprocess so that a fixed runtime
+  shows up.
 
-``error`` and ``shape`` accept whatever the runtime did, so they must say ``when``. Entries that
+``error``, ``shape`` and ``crash`` accept whatever the runtime did, so they must say ``when``. Entries that
 explain nothing during a run are reported as stale.
 """
 
@@ -45,7 +49,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEVIATIONS_DIR = Path(__file__).resolve().parent.parent / "deviations"
 _KEYS = {"id", "cause", "profile", "tolerance_lsb", "versions", "upstream", "when", "kind", "match"}
-KINDS = ("values", "error", "shape")
+KINDS = ("values", "error", "shape", "crash")
 _REQUIRED = ("id", "cause")
 
 
@@ -166,7 +170,7 @@ def parse(data: Mapping[str, Any], source: str = "<deviations>", *, check_profil
                 raise _fail(where, f"when: {problem}", f"case features: {', '.join(FEATURES)}")
         kind = e.get("kind", "values")
         if kind not in KINDS:
-            raise _fail(where, f"kind={kind!r} is not one of {', '.join(KINDS)}", "use kind = 'values', 'error' or 'shape'")
+            raise _fail(where, f"kind={kind!r} is not one of {', '.join(KINDS)}", f"use kind = one of {', '.join(KINDS)}")
         if kind != "values" and not when:
             raise _fail(where, f"kind={kind!r} accepts any runtime output, so it needs case conditions",
                         "add when = { ... } naming the cases it applies to")

@@ -128,6 +128,9 @@ def evaluate(
         want = _reference(family, case, variant.profile)
     except _Refused:
         return None
+    crash = declared_crash(case, deviations)
+    if crash is not None:
+        return crash_outcome(crash, want)
     try:
         got = np.asarray(backend.run_op(case, variant))
     except BackendUnavailable:
@@ -135,6 +138,20 @@ def evaluate(
     except Exception as err:  # the runtime rejected a valid input: a finding, recorded as such
         return error_outcome(case, err, want, deviations)
     return compare(family, case, variant, got, want, deviations=deviations, spec_profile=spec_profile)
+
+
+def declared_crash(case: OpCase, deviations: Sequence[Deviation]) -> Deviation | None:
+    """The ``kind = "crash"`` entry that applies to ``case`` (such cases must not be run)."""
+    crashes = [d for d in deviations if d.kind == "crash"]
+    if not crashes:
+        return None
+    feats = case_features(case)
+    return next((d for d in crashes if d.applies(feats)), None)
+
+
+def crash_outcome(dev: Deviation, want: np.ndarray | None) -> Outcome:
+    return Outcome(False, False, float("inf"), float("inf"), dev,
+                   error="not run: the runtime kills the process on this case (declared crash)", want=want)
 
 
 def error_outcome(case: OpCase, err: BaseException, want: np.ndarray | None,
@@ -340,6 +357,12 @@ def run_row(
                 first = str(err).split(". ")[0]
                 row.status, row.reason = "failed", f"no example could be run: {type(err).__name__}: {first}"[:300]
                 return row
+        if pending:
+            crashes = [declared_crash(c, cands) for c, _ in pending]
+            for (case, want), dev in zip(pending, crashes):
+                if dev is not None:
+                    tally(case, crash_outcome(dev, want))
+            pending = [p for p, dev in zip(pending, crashes) if dev is None]
         if pending:
             results = batch_hook([c for c, _ in pending], variant)
             for (case, want), got in zip(pending, results, strict=True):

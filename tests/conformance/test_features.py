@@ -13,6 +13,8 @@ from qverify.conformance.families import FAMILIES
 from qverify.conformance.features import FEATURES, case_features, conditions_hold
 from qverify.errors import SuiteError
 
+from . import _fakes
+
 F32 = np.float32
 
 
@@ -120,7 +122,7 @@ def test_error_and_shape_deviations_explain_only_the_cases_they_name(tmp_path):
         ('when = { kernal = [1, 1] }', "unknown case feature 'kernal'"),
         ('when = { stride_max = ">x" }', "a comparison needs a number"),
         ('when = "kernel 1x1"', "when must be a table"),
-        ('kind = "crash"', "kind='crash' is not one of"),
+        ('kind = "segfault"', "kind='segfault' is not one of"),
         ('kind = "shape"', "needs case conditions"),
         ('kind = "error"\nwhen = { in_w = 1 }', "needs match"),
         ('kind = "error"\nmatch = "(["\nwhen = { in_w = 1 }', "is not a regex"),
@@ -161,3 +163,32 @@ def test_a_one_step_float_difference_is_within_a_one_lsb_tolerance(tmp_path):
     out = runner.compare(FAMILIES["DequantizeLinear"], case, Variant("plain", "onnxruntime"), got, want,
                          deviations=ledger.entries)
     assert out.unexplained
+
+
+class _MustNotRun(_fakes.ReferenceBackend):
+    ops = ("QLinearConv",)
+
+    def __init__(self):
+        self.ran = 0
+
+    def run_op(self, case, variant):
+        self.ran += 1
+        return FAMILIES["QLinearConv"].reference(case, variant.profile)
+
+    def run_ops(self, cases, variant):
+        return [self.run_op(c, variant) for c in cases]
+
+
+def test_declared_crashes_are_not_run_and_count_as_explained(tmp_path):
+    ledger = _ledger(tmp_path, '[[deviation]]\nid = "fake_reference/QLinearConv/*"\ncause = "segfaults"\n'
+                               'kind = "crash"\nwhen = { in_w = 1 }\n')
+    (crash,) = ledger.entries
+    b, variant, fam = _MustNotRun(), Variant("plain", "onnxruntime"), FAMILIES["QLinearConv"]
+    out = runner.evaluate(b, variant, fam, _conv_case(w=1), deviations=ledger.entries)
+    assert b.ran == 0 and out.explained_by is crash and not out.unexplained and "not run" in out.error
+    out = runner.evaluate(b, variant, fam, _conv_case(w=3), deviations=ledger.entries)
+    assert b.ran == 1 and out.exact_vs_profile
+    # the batched path filters them before run_ops, too
+    row = runner.run_row(b, variant, fam, examples=120, seed=4, ledger=ledger)
+    crashed = row.explained.get(crash.key, 0)
+    assert row.status == "ok" and crashed > 0 and b.ran - 1 == row.examples - crashed
