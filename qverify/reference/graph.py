@@ -39,7 +39,7 @@ from onnx import numpy_helper
 from qverify.errors import InputError, ModelError
 from qverify.reference import kernels as K
 from qverify.reference import mlas
-from qverify.reference.semantics import FloatSum, KernelSemantics, ZeroPointEntry
+from qverify.reference.semantics import FloatSum, KernelSemantics, Requantization, ZeroPointEntry
 
 __all__ = ["run_qdq_model", "SUPPORTED_OPS"]
 
@@ -467,6 +467,8 @@ def _run_fused(f: _Fusion, env, ctx: _Ctx) -> np.ndarray:
         return K.qlinear_matmul(xq, sx, zx, wq, sw, zw, sy, zy.astype(odt), profile=sem)
     # Gemm: acc = A @ B + bias, then the same requantization as QLinearMatMul
     acc = K.matmul_integer(xq, wq, zx, zw, profile=sem)
+    if sem.requantization == Requantization.FLOAT_TWO_STEP_ZP_BEFORE:  # (F) oneDNN: float bias after scaling
+        return K.gemm_requantize_two_step(acc, sx, sw, sy, bias, zy, rounding=sem.rounding, dtype=odt)
     if bias is not None:
         acc = (acc.astype(np.int64) + bias).astype(np.int32)
     mult = K._multiplier(

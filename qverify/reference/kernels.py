@@ -432,6 +432,12 @@ def qlinear_matmul(
     if zy.size != 1:
         raise InputError(f"y_zero_point has shape {zy.shape}; it must be a scalar", "pass one y_zero_point")
     acc = _accumulate(a2, b2, za, zb, sem.accumulation)
+    if sem.requantization == Requantization.FLOAT_TWO_STEP_ZP_BEFORE:  # (F) oneDNN: scales one at a time
+        y = _requantize_two_step(
+            acc, _orig(a_scale, sa), _orig(b_scale, sb), _orig(y_scale, sy.reshape(())), None, zy.reshape(()),
+            sem.rounding, odt,
+        )
+        return _squeeze_vec(y, a, b)
     mult = _multiplier(sem.multiplier_precision, _orig(a_scale, sa), _orig(b_scale, sb), _orig(y_scale, sy.reshape(())))
     y = _requantize(acc, mult, zy.reshape(()), sem, odt)
     return _squeeze_vec(y, a, b)
@@ -474,6 +480,8 @@ def requantize(
       f in [0.5, 1)), ``s = 31 - e``; ``sat(round((acc q) / 2^s) + zp)`` evaluated exactly in int64.
     - ``FLOAT_BIAS_ZP_BEFORE``: ``sat(round(f32(f32(acc) * f32(M)) + zp))`` (the multiplier alone;
       with split scales and a bias see :func:`qlinear_conv`).
+    - ``FLOAT_TWO_STEP_ZP_BEFORE``: given ``M`` alone the same as ``FLOAT_BIAS_ZP_BEFORE`` (with split
+      scales and a bias see :func:`qlinear_conv` and :func:`qlinear_matmul`).
 
     ``round`` is ``rounding`` (default ``HALF_EVEN``; fixed-point runtimes use ``HALF_UP``:
     ``(x + 2^(s-1)) >> s``). ``multiplier`` is the real ``sa*sw/sy``: a scalar, an array that
@@ -533,7 +541,8 @@ def _requantize(acc: np.ndarray, mult: np.ndarray, zp: np.ndarray, sem: KernelSe
         y += zp
         y = np.clip(round_integer(y, sem.rounding), lo, hi)
         return y.astype(odt)
-    if mode == Requantization.FLOAT_BIAS_ZP_BEFORE:  # (H2) given M alone: sx*sw = M, sy = 1, no bias
+    if mode in (Requantization.FLOAT_BIAS_ZP_BEFORE, Requantization.FLOAT_TWO_STEP_ZP_BEFORE):
+        # (H2, F) given M alone: sx*sw = M (two-step: sx = M, sw = 1), sy = 1, no bias
         y = (acc.astype(np.float32) * mult.astype(np.float32)).astype(np.float32) + np.float32(zp)
         return np.clip(round_integer(y.astype(np.float32), sem.rounding), lo, hi).astype(odt)
     if mode == Requantization.FIXED_POINT:
@@ -747,6 +756,11 @@ def qlinear_conv(
             acc, _orig(x_scale, sx.reshape(())), _orig(w_scale, sw), _orig(y_scale, sy.reshape(())),
             None if bb is None else bb.reshape(cshape), zy.reshape(()), sem.rounding, odt,
         )
+    if (sem.conv_requantization or sem.requantization) == Requantization.FLOAT_TWO_STEP_ZP_BEFORE:  # (F)
+        return _requantize_two_step(
+            acc, _orig(x_scale, sx.reshape(())), _orig(w_scale, sw), _orig(y_scale, sy.reshape(())),
+            None if bb is None else bb.reshape(cshape), zy.reshape(()), sem.rounding, odt,
+        )
     if bb is not None:
         acc = (acc.astype(np.int64) + bb.reshape(cshape)).astype(np.int32)  # int32 wrap
     mult = _multiplier(
@@ -875,6 +889,38 @@ def _requantize_float_bias(acc, sx, sw, sy, bias, zp, rounding: Rounding, odt: n
     y = ((v * inv).astype(f32) + f32(np.asarray(zp).reshape(()))).astype(f32)
     lo, hi = _CODE_RANGE[odt]
     return np.clip(round_integer(y, rounding), lo, hi).astype(odt)
+
+
+def _requantize_two_step(acc, sx, sw, sy, bias, zp, rounding: Rounding, odt: np.dtype) -> np.ndarray:
+    """``Requantization.FLOAT_TWO_STEP_ZP_BEFORE``, all float32: ``v = f32(f32(f32(acc) * sx) * sw)``,
+    ``v = f32(v + f32(bias * f32(sx*sw)))``, ``y = sat(rne(f32(f32(v * f32(1/sy)) + zp)))``."""
+    f32 = np.float32
+    sx32 = np.asarray(sx).astype(f32)
+    sw32 = np.asarray(sw).astype(f32)
+    v = ((acc.astype(f32) * sx32).astype(f32) * sw32).astype(f32)
+    if bias is not None:
+        p = (sx32 * sw32).astype(f32)
+        v = (v + (bias.astype(f32) * p).astype(f32)).astype(f32)
+    inv = f32(f32(1) / np.asarray(sy).astype(f32).reshape(()))
+    y = ((v * inv).astype(f32) + f32(np.asarray(zp).reshape(()))).astype(f32)
+    lo, hi = _CODE_RANGE[odt]
+    return np.clip(round_integer(y, rounding), lo, hi).astype(odt)
+
+
+def gemm_requantize_two_step(acc, sx, sw, sy, bias, zp, *, rounding: Rounding | str = Rounding.HALF_EVEN,
+                             dtype="int8") -> np.ndarray:
+    """(F) ``FLOAT_TWO_STEP_ZP_BEFORE`` for a Gemm's int32 accumulators ``acc`` (..., N): ``sx`` scalar,
+    ``sw`` scalar or per column (N,), ``sy`` scalar, ``bias`` int32 codes of scale ``sx*sw`` (N,) or
+    None (added as ``f32(bias * f32(sx*sw))`` after scaling), ``zp`` scalar; ``dtype`` (default
+    ``"int8"``) the output codes, ``rounding`` (default ``HALF_EVEN``)."""
+    odt = np.dtype(dtype)
+    if odt not in _CODE_RANGE:
+        raise InputError(f"dtype={dtype!r} is not int8 or uint8", "pass dtype='int8' or 'uint8'")
+    sw = np.asarray(sw)
+    sw = sw.reshape(()) if sw.size == 1 else sw.reshape(-1)
+    b = None if bias is None else np.asarray(bias).reshape(-1)
+    return _requantize_two_step(np.asarray(acc), np.asarray(sx).reshape(()), sw, np.asarray(sy).reshape(()), b,
+                                np.asarray(zp, np.int64).reshape(()), Rounding(rounding), odt)
 
 
 def average_pool_keep_params(x, x_scale, x_zero_point, kernel, strides, pads, *, vector_channels: int = 16) -> np.ndarray:

@@ -372,16 +372,15 @@ _add(Profile(
     quant=_PROFILES["torch.pt2e"].quant,
     per_axis=_PROFILES["torch.pt2e"].per_axis,
     kernel=KernelSemantics(
-        Accumulation.AUTO, Requantization.FLOAT_BIAS_ZP_BEFORE,
-        conv_requantization=Requantization.FLOAT_BIAS_ZP_BEFORE,
+        Accumulation.AUTO, Requantization.FLOAT_TWO_STEP_ZP_BEFORE,  # (F) was FLOAT_BIAS_ZP_BEFORE
+        conv_requantization=Requantization.FLOAT_TWO_STEP_ZP_BEFORE,
     ),
-    notes="oneDNN int8 conv/linear as Inductor calls them: exact integer accumulation, zero point added "
-    "before rounding for conv and linear alike (not FBGEMM's after-rounding linear of torch.x86). Closest "
-    "existing semantics, not exact: oneDNN applies the scales in two steps, v = f32(f32(f32(acc)*sx)*sw) "
-    "(+ f32 bias), y = sat(rne(f32(v*f32(1/sy)) + zy)), where FLOAT_BIAS_ZP_BEFORE uses one f32(sx*sw) "
-    "(conv) or one multiplier f32(sx*sw/sy) (matmul); they differ by 1 LSB next to non-power-of-two "
-    "ties (deviation torch/QLinear*/int8.inductor in qverify/deviations/torch.toml).",
+    notes="oneDNN int8 conv/linear as Inductor calls them: exact integer accumulation, then the scales one "
+    "at a time, v = f32(f32(f32(acc)*sx)*sw) (+ the f32 bias f32(b*f32(sx*sw))), y = sat(rne(f32(v*f32(1/sy)) "
+    "+ zy)): zero point before rounding for conv and linear alike (not FBGEMM's after-rounding linear of "
+    "torch.x86) - Requantization.FLOAT_TWO_STEP_ZP_BEFORE.",
     confirmed="torch 2.13, AMD EPYC (avx512_vnni), tests/backends/test_torch_inductor.py: compiled PT2E-form "
-    "graphs (freezing) equal the direct onednn calls bit for bit; the two-step formula matched 600/600 "
-    "tie-heavy conv and 600/600 linear probes; conformance draws exact except near-ties.",
+    "graphs (freezing) equal the direct onednn calls bit for bit; tests/reference/test_two_step_requant.py: "
+    "tie-heavy conv (per-tensor/per-channel, bias or not) and linear probes bit-exact; conformance "
+    "QLinearConv/QLinearMatMul seeds 0-2 (300 examples) exact.",
 ))

@@ -105,6 +105,10 @@ class Requantization(str, enum.Enum):
     # (H2) float bias added after scaling, zero point before rounding (torch x86 int8 conv, oneDNN):
     # rne(f32(f32(f32(acc) * f32(sa*sw)) + f32(bias * f32(sa*sw))) * f32(1/sy)) + zp), bias the int32 codes
     FLOAT_BIAS_ZP_BEFORE = "float_bias_zp_before"
+    # (F) oneDNN int8 conv/matmul (torch's PT2E/Inductor qconv/qlinear_pointwise): source scale, then
+    # weight scale, then the float bias, then the destination scale, zero point before rounding:
+    # rne(f32(f32(f32(f32(f32(acc) * sa) * sw) + f32(bias * f32(sa*sw))) * f32(1/sy)) + zp)
+    FLOAT_TWO_STEP_ZP_BEFORE = "float_two_step_zp_before"
 
 
 class FloatSum(str, enum.Enum):
