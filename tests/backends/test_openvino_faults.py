@@ -227,3 +227,52 @@ def test_the_fake_quantize_range_family_never_draws_an_empty_output_range(case):
     """ol == oh gives garbage on the CPU plugin, but the family draws ol <= 0 < 0.1 <= oh or
     (ol, oh) = (il, ih) with ih - il >= 1e-3: no deviation entry is needed for it."""
     assert case_features(case)["output_range_empty"] is False
+
+
+# -- fault 4: a conv whose output columns all read padding kills the process ---------------------
+
+_CRASH_CHILD = """
+import numpy as np, sys
+from qverify.backends import registry
+from qverify.backends.base import OpCase
+kh, in_h = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (1, 2, in_h, 1)).astype(np.uint8)
+w = rng.integers(-128, 128, (1, 2, kh, 1)).astype(np.int8)
+f = np.float32
+case = OpCase("qdq_conv", [x, f(1), np.uint8(5), w, f(0.0625), np.int8(0), f(8), np.int8(0)],
+              {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [2, 2], "group": 1})
+b = registry.get("openvino")
+print(b.run_op(case, b.variants()[0]).shape)
+"""
+
+
+def _run_in_child(kh: int, in_h: int):
+    import subprocess
+    import sys
+
+    return subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _CRASH_CHILD, str(kh), str(in_h)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_width_1_conv_reading_only_padding_kills_the_process(backend):
+    """Width-1 input, width-1 kernel, stride 2, pad 1, dilation 2 (every output column reads padding
+    only; the oneDNN crash torch's x86 engine shows too, uxlfoundation/oneDNN#5942): with input
+    height >= 2, kernel height 2 or 3 and group 1 the CPU plugin dies with SIGSEGV (int8 and float
+    path alike); input height 1 runs. (A 1x1 kernel runs because StridesOptimization rewrites it,
+    fault 1; depthwise convs with multiplier 2 on u8 inputs crash too, multiplier 1 does not.) The conformance run is in-process, so this geometry ends it (no deviation entry
+    can explain a dead process): the backend must refuse or isolate it."""
+    import signal
+
+    crashed = _run_in_child(3, 5)
+    assert crashed.returncode == -signal.SIGSEGV, (
+        "OpenVINO no longer crashes on the width-1 conv reading only padding "
+        f"(rc {crashed.returncode}): {crashed.stdout.strip()} {crashed.stderr.strip()[-300:]}"
+    )
+    neighbour = _run_in_child(2, 1)  # input height 1: the one padded row pair
+    assert neighbour.returncode == 0 and "(1, 1, 1, 2)" in neighbour.stdout, neighbour.stderr[-500:]
