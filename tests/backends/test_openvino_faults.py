@@ -229,30 +229,41 @@ def test_the_fake_quantize_range_family_never_draws_an_empty_output_range(case):
     assert case_features(case)["output_range_empty"] is False
 
 
-# -- fault 4: a conv whose output columns all read padding kills the process ---------------------
+# -- fault 4: a depthwise conv (multiplier 2) whose output columns all read padding kills the process
+
 
 _CRASH_CHILD = """
 import numpy as np, sys
 from qverify.backends import registry
 from qverify.backends.base import OpCase
-kh, in_h = int(sys.argv[1]), int(sys.argv[2])
+x_dtype = np.dtype(sys.argv[1])
 rng = np.random.default_rng(0)
-x = rng.integers(0, 256, (1, 2, in_h, 1)).astype(np.uint8)
-w = rng.integers(-128, 128, (1, 2, kh, 1)).astype(np.int8)
+lo, hi = np.iinfo(x_dtype).min, np.iinfo(x_dtype).max
+x = rng.integers(lo, hi + 1, (1, 2, 5, 1)).astype(x_dtype)
+w = rng.integers(-128, 128, (4, 1, 1, 1)).astype(np.int8)
 f = np.float32
-case = OpCase("qdq_conv", [x, f(1), np.uint8(5), w, f(0.0625), np.int8(0), f(8), np.int8(0)],
-              {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [2, 2], "group": 1})
+case = OpCase("qdq_conv", [x, f(1), x_dtype.type(5), w, np.full(4, 0.0625, f), np.zeros(4, np.int8), f(8), np.int8(0)],
+              {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [2, 2], "group": 2})
 b = registry.get("openvino")
 print(b.run_op(case, b.variants()[0]).shape)
 """
 
 
-def _run_in_child(kh: int, in_h: int):
+def _depthwise_crash_case(x_dtype: str) -> OpCase:
+    """The child's case, built here for its features (values do not matter for the conditions)."""
+    x = np.zeros((1, 2, 5, 1), x_dtype)
+    w = np.zeros((4, 1, 1, 1), np.int8)
+    zx = np.dtype(x_dtype).type(5)
+    inputs = [x, F32(1), zx, w, np.full(4, 0.0625, F32), np.zeros(4, np.int8), F32(8), np.int8(0)]
+    return OpCase("qdq_conv", inputs, {"strides": [2, 2], "pads": [1] * 4, "dilations": [2, 2], "group": 2})
+
+
+def _run_in_child(x_dtype: str):
     import subprocess
     import sys
 
     return subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", _CRASH_CHILD, str(kh), str(in_h)],
+        [sys.executable, "-c", _CRASH_CHILD, x_dtype],
         capture_output=True,
         text=True,
         timeout=120,
@@ -260,19 +271,22 @@ def _run_in_child(kh: int, in_h: int):
     )
 
 
-def test_width_1_conv_reading_only_padding_kills_the_process(backend):
-    """Width-1 input, width-1 kernel, stride 2, pad 1, dilation 2 (every output column reads padding
-    only; the oneDNN crash torch's x86 engine shows too, uxlfoundation/oneDNN#5942): with input
-    height >= 2, kernel height 2 or 3 and group 1 the CPU plugin dies with SIGSEGV (int8 and float
-    path alike); input height 1 runs. (A 1x1 kernel runs because StridesOptimization rewrites it,
-    fault 1; depthwise convs with multiplier 2 on u8 inputs crash too, multiplier 1 does not.) The conformance run is in-process, so this geometry ends it (no deviation entry
-    can explain a dead process): the backend must refuse or isolate it."""
+def test_depthwise_multiplier_2_conv_reading_only_padding_kills_the_process(backend):
+    """Width-1 input (height 5), 1x1 kernel, stride 2, pad 1, dilation 2, two groups of one input
+    channel and two output channels, u8 activations: every output column reads padding only and the
+    CPU plugin dies with SIGSEGV, also with this 1x1 kernel (GroupConvolution is not rewritten by
+    StridesOptimization), so the group-1 crash entry (kernel height >= 2) does not cover it. The same
+    case with s8 activations runs."""
     import signal
 
-    crashed = _run_in_child(3, 5)
+    crashed = _run_in_child("uint8")
     assert crashed.returncode == -signal.SIGSEGV, (
-        "OpenVINO no longer crashes on the width-1 conv reading only padding "
-        f"(rc {crashed.returncode}): {crashed.stdout.strip()} {crashed.stderr.strip()[-300:]}"
+        FIXED.format("openvino/qdq_conv*/cpu (kind crash, depthwise, channel_multiplier 2, kernel_h 1)")
+        + f" (rc {crashed.returncode}: {crashed.stdout.strip()} {crashed.stderr.strip()[-300:]})"
     )
-    neighbour = _run_in_child(2, 1)  # input height 1: the one padded row pair
-    assert neighbour.returncode == 0 and "(1, 1, 1, 2)" in neighbour.stdout, neighbour.stderr[-500:]
+    feats = case_features(_depthwise_crash_case("uint8"))
+    assert any(d.kind == "crash" and d.applies(feats) for d in load("openvino")), "no crash entry covers it"
+    neighbour = _run_in_child("int8")
+    assert neighbour.returncode == 0 and "(1, 4, 4, 2)" in neighbour.stdout, neighbour.stderr[-500:]
+    feats = case_features(_depthwise_crash_case("int8"))
+    assert not any(d.kind == "crash" and d.applies(feats) for d in load("openvino"))
