@@ -384,3 +384,21 @@ _add(Profile(
     "tie-heavy conv (per-tensor/per-channel, bias or not) and linear probes bit-exact; conformance "
     "QLinearConv/QLinearMatMul seeds 0-2 (300 examples) exact.",
 ))
+
+
+# OpenVINO hands some grouped convs to oneDNN's gemm kernel, which saturates u8*s8 pairs to int16
+# even on VNNI CPUs (tests/backends/test_openvino_faults.py): the same arithmetic with pair saturation
+_add(Profile(
+    name="openvino.int16_pairs",
+    source=_PROFILES["openvino"].source + "; oneDNN jit_gemm_I8 / jit_gemm_i8 convolution (vpmaddubsw)",
+    quant=_PROFILES["openvino"].quant,
+    kernel=KernelSemantics(Accumulation.PAIRS_INT16, Requantization.FLOAT_MULTIPLIER, fuse_qdq=True),
+    block_remainder=False,
+    notes="As openvino, but QDQ convs run as integer kernels (fuse_qdq) with u8*s8 products summed "
+    "in adjacent pairs saturated to int16, for the convs the CPU plugin runs as oneDNN gemm "
+    "(depthwise, channel multiplier 2, some sizes).",
+    confirmed="openvino 2026.4 CPU (AVX-512 VNNI): the jit_gemm depthwise-multiplier-2 convs of "
+    "tests/backends/test_openvino_faults.py equal qlinear_conv with pair saturation exactly; in the "
+    "conformance QDQ conv rows (seeds 1-2, 300 examples) every such case is within 1 LSB of this "
+    "profile (the requantization rounding of deviation openvino/qdq_*/cpu).",
+))
