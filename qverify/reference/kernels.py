@@ -760,6 +760,7 @@ def qlinear_conv(
         return _requantize_two_step(
             acc, _orig(x_scale, sx.reshape(())), _orig(w_scale, sw), _orig(y_scale, sy.reshape(())),
             None if bb is None else bb.reshape(cshape), zy.reshape(()), sem.rounding, odt,
+            source_round_trip=sem.conv_source_scale_round_trip,
         )
     if bb is not None:
         acc = (acc.astype(np.int64) + bb.reshape(cshape)).astype(np.int32)  # int32 wrap
@@ -891,13 +892,18 @@ def _requantize_float_bias(acc, sx, sw, sy, bias, zp, rounding: Rounding, odt: n
     return np.clip(round_integer(y, rounding), lo, hi).astype(odt)
 
 
-def _requantize_two_step(acc, sx, sw, sy, bias, zp, rounding: Rounding, odt: np.dtype) -> np.ndarray:
-    """``Requantization.FLOAT_TWO_STEP_ZP_BEFORE``, all float32: ``v = f32(f32(f32(acc) * sx) * sw)``,
-    ``v = f32(v + f32(bias * f32(sx*sw)))``, ``y = sat(rne(f32(f32(v * f32(1/sy)) + zp)))``."""
+def _requantize_two_step(acc, sx, sw, sy, bias, zp, rounding: Rounding, odt: np.dtype, *,
+                         source_round_trip: bool = False) -> np.ndarray:
+    """``Requantization.FLOAT_TWO_STEP_ZP_BEFORE``, all float32: ``v = f32(f32(f32(acc) * sx') * sw)``,
+    ``v = f32(v + f32(bias * f32(sx*sw)))``, ``y = sat(rne(f32(f32(v * f32(1/sy)) + zp)))``;
+    ``sx' = sx``, or ``f32(1/f32(1/sx))`` (1/sx in float64) with ``source_round_trip`` (default False)."""
     f32 = np.float32
     sx32 = np.asarray(sx).astype(f32)
     sw32 = np.asarray(sw).astype(f32)
-    v = ((acc.astype(f32) * sx32).astype(f32) * sw32).astype(f32)
+    sxk = sx32
+    if source_round_trip:
+        sxk = (f32(1) / (1.0 / np.asarray(sx).astype(np.float64)).astype(f32)).astype(f32)
+    v = ((acc.astype(f32) * sxk).astype(f32) * sw32).astype(f32)
     if bias is not None:
         p = (sx32 * sw32).astype(f32)
         v = (v + (bias.astype(f32) * p).astype(f32)).astype(f32)

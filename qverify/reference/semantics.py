@@ -207,3 +207,8 @@ class KernelSemantics:
     # mean rounded once). Dilated windows with pads and count_include_pad=0 are divided by another count
     # in onnxruntime 1.32 (every element off, not an ulp): not modelled
     float_average_pool_kernel_order: bool = False
+    # --- added by F (oneDNN two-step requantization) ---
+    # where QLinearConv requantizes FLOAT_TWO_STEP_ZP_BEFORE: the source scale reaches the kernel as
+    # f32(1/f32(1/sx)) (1/sx in float64, rounded to float32, inverted back in float32): torch's eager x86
+    # conv hands ideep the reciprocal 1/sx and oneDNN gets its inverse; the bias keeps f32(sx*sw)
+    conv_source_scale_round_trip: bool = False
