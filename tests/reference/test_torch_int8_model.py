@@ -89,7 +89,8 @@ def test_keep_params_differs_from_exact_average_on_a_tie(torch):
 )
 def test_conv_requantization_matches_torch(torch, cin, mult, depthwise, k, pad, per_channel, with_bias, pow2,
                                            zx, zy, seed):
-    """qlinear_conv under torch.x86 (Requantization.FLOAT_BIAS_ZP_BEFORE for conv) against
+    """qlinear_conv under torch.x86 (Requantization.FLOAT_TWO_STEP_ZP_BEFORE with the source-scale
+    round trip, for conv) against
     torch.ao.nn.quantized.Conv2d given the int32 bias dequantized, f32(bq * f32(sx*sw)); pow2
     scales make requantization ties frequent."""
     import torch.ao.nn.quantized as nnq
