@@ -2,7 +2,7 @@
 examples per second and as a ratio against the same property test run on the pure reference in the
 same run (``nox -s bench``).
 
-Three property tests:
+Four property tests:
 
 * ``fixed parameters``: Hypothesis draws the values and the shape's contents of a QuantizeLinear
   whose scale, zero point, dtype and shape are fixed, so every example after the first reuses the
@@ -17,6 +17,11 @@ Three property tests:
   case an independent branch; bit-identical to one model per case, proven in
   ``tests/backends/test_openvino_batch.py``) and then compared case by case through
   ``runner.evaluate`` (reference under the profile and the spec). Examples counted are cases.
+
+* ``conformance row``: what ``qverify conformance`` runs — ``runner.run_row`` drawing one case
+  per Hypothesis example and running the row's cases through ``run_ops`` — for QuantizeLinear,
+  fake_quant (target 100 examples/s) and qdq_conv (reported). Measured 2026-11-23 with a
+  conformance run beside it: 123, 109 and 49 examples/s (reference alone 379, 281, 144).
 
 Timings are taken on a 2-core machine shared with other jobs: read them as orders of magnitude.
 """
@@ -238,3 +243,38 @@ def test_drawn_parameters_batched_property_test_speed(benchmark, openvino):
     # the figure is only worth something if the cases really were compiled in batches
     assert fresh.batch_counts["batched"] - warmed["batched"] >= 0.9 * ov_stats["examples"]
     assert rates["openvino"] >= TARGET
+
+
+@pytest.mark.parametrize("family_name", ["QuantizeLinear", "fake_quant", "qdq_conv"])
+def test_conformance_row_rate(benchmark, openvino, family_name):
+    """What `qverify conformance` runs: one row (runner.run_row) whose Hypothesis examples are each
+    one case with drawn parameters, collected and then run through run_ops. examples/s over the
+    whole row (drawing, reference, runtime, comparison), against the same row on the pure
+    reference in the same run. Target (QuantizeLinear, fake_quant): >= 100 examples/s; qdq_conv
+    (a reference QDQ graph per case) is reported."""
+    from qverify.backends.openvino_backend import OpenVinoBackend
+    from tests.conformance import _fakes
+
+    fresh = OpenVinoBackend()  # nothing cached: every case is compiled
+    variant = fresh.variants()[0]
+    family = FAMILIES[family_name]
+    ref = _fakes.ReferenceBackend()
+    ref.ops = (family.op,)
+    rows = {}
+
+    def measure():
+        rows["reference"] = runner.run_row(ref, Variant("plain", variant.profile), family, examples=300, seed=0)
+        rows["openvino"] = runner.run_row(fresh, variant, family, examples=300, seed=0, ledger=ledger)
+
+    from qverify.conformance.deviations import Ledger
+
+    ledger = Ledger.for_backends(["openvino"])
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    rates = {k: r.examples / r.seconds for k, r in rows.items() if r.seconds}
+    benchmark.extra_info.update({f"{k}_examples_per_s": round(v, 1) for k, v in rates.items()})
+    print(f"\n{family_name} row: " + ", ".join(f"{k} {v:.0f} examples/s" for k, v in rates.items())
+          + f"; run_ops {fresh.batch_counts}")
+    assert rows["openvino"].status == "ok", rows["openvino"].reason
+    assert fresh.batch_counts["batched"] >= 0.9 * rows["openvino"].examples
+    if family_name != "qdq_conv":
+        assert rates["openvino"] >= TARGET
