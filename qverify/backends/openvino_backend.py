@@ -16,8 +16,9 @@ CPU plugin takes another code path that computes differently
 (``tests/backends/test_openvino.py::test_parameter_form_differs_from_constant_form``). Shapes are
 static too (deployed models are; a model with dynamic dimensions runs other kernels with other
 arithmetic, ``test_dynamic_shapes_compute_differently``). So one model is compiled per parameter
-set and shape, cached per op, shape, dtype and parameters. Compiling costs ~0.1 s on this machine,
-which bounds op-level throughput (see ``tests/backends/test_bench_openvino.py``).
+set and shape, cached per op, shape, dtype and parameters. Compiling costs tens of milliseconds even
+for a one-node model, which bounds op-level throughput: one compile per example runs at tens of
+examples/s (``test_drawn_parameters_property_test_speed`` in ``tests/backends/test_bench_openvino.py``).
 
 Batching: :meth:`OpenVinoBackend.run_ops` compiles up to ``BATCH_SIZE`` (64) cases of one op into
 one model, each an independent branch with its own constants and static shapes (a few ms per case
@@ -572,6 +573,8 @@ def _fq_ranges(case: OpCase) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         il, ih, ol, oh = (np.asarray(a, f32) for a in case.inputs[1:5])
         levels = int(case.attrs["levels"])
         return il, ih, ol, oh, levels
+    from qverify.reference.quantize import fake_quantize_ranges
+
     s = np.asarray(case.inputs[1], f32)
     z = np.asarray(case.inputs[2]).astype(np.int64)
     qmin, qmax = int(case.attrs["quant_min"]), int(case.attrs["quant_max"])
@@ -581,9 +584,8 @@ def _fq_ranges(case: OpCase) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         shape[axis] = s.size
         s = s.reshape(shape)
         z = np.broadcast_to(z.reshape(-1) if z.ndim else z, (s.size,)).reshape(shape)
-    il = (s * (qmin - z).astype(f32)).astype(f32)
-    ih = (s * (qmax - z).astype(f32)).astype(f32)
-    return il, ih, il.copy(), ih.copy(), qmax - qmin + 1
+    il, ih, levels = fake_quantize_ranges(s, z, qmin, qmax)
+    return il, ih, il.copy(), ih.copy(), levels
 
 
 def _fq_branch(case: OpCase) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:

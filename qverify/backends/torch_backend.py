@@ -77,6 +77,8 @@ from .base import (
 
 PIP_FIX = "pip install 'torch==2.13.0'"
 ENGINES = ("x86", "fbgemm", "qnnpack")
+# the reference profile that describes each eager engine's int8 kernels (see the module docstring)
+ENGINE_PROFILES = {"x86": "torch.x86", "fbgemm": "torch.quantize", "qnnpack": "torch.quantize"}
 INDUCTOR_PROFILE = "torch.inductor"  # the reference profile of variant int8.inductor
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -194,38 +196,18 @@ def _run_pt2e(torch, case: OpCase) -> np.ndarray:
     d = _decomposed(torch)
     a0, s, z = (np.asarray(a) for a in case.inputs[:3])
     if case.op == "QuantizeLinear":
-        lo, hi = _code_range(z.dtype)
-        dt = _plain_dtype(torch, z.dtype)
-        xt = torch.from_numpy(np.ascontiguousarray(a0, np.float32))
-        if s.ndim == 0:
-            out = d.quantize_per_tensor(xt, float(s), int(z), lo, hi, dt)
-        else:
-            out = d.quantize_per_channel(
-                xt,
-                torch.from_numpy(s.astype(np.float32)),
-                torch.from_numpy(np.broadcast_to(z, s.shape).astype(np.int64)),
-                _axis(case, a0.ndim),
-                lo,
-                hi,
-                dt,
-            )
-        return out.numpy()
-    lo, hi = _code_range(a0.dtype)
-    dt = _plain_dtype(torch, a0.dtype)
-    qt = torch.from_numpy(np.ascontiguousarray(a0))
-    if s.ndim == 0:
-        out = d.dequantize_per_tensor(qt, float(s), int(z), lo, hi, dt)
+        codes_dtype, t = z.dtype, torch.from_numpy(np.ascontiguousarray(a0, np.float32))
+        per_tensor, per_channel = d.quantize_per_tensor, d.quantize_per_channel
     else:
-        out = d.dequantize_per_channel(
-            qt,
-            torch.from_numpy(s.astype(np.float32)),
-            torch.from_numpy(np.broadcast_to(z, s.shape).astype(np.int64)),
-            _axis(case, a0.ndim),
-            lo,
-            hi,
-            dt,
-        )
-    return out.numpy()
+        codes_dtype, t = a0.dtype, torch.from_numpy(np.ascontiguousarray(a0))
+        per_tensor, per_channel = d.dequantize_per_tensor, d.dequantize_per_channel
+    lo, hi = _code_range(codes_dtype)
+    dt = _plain_dtype(torch, codes_dtype)
+    if s.ndim == 0:
+        return per_tensor(t, float(s), int(z), lo, hi, dt).numpy()
+    scales = torch.from_numpy(s.astype(np.float32))
+    zps = torch.from_numpy(np.broadcast_to(z, s.shape).astype(np.int64))
+    return per_channel(t, scales, zps, _axis(case, a0.ndim), lo, hi, dt).numpy()
 
 
 def _run_fake_quant(torch, case: OpCase, learnable: bool) -> np.ndarray:
@@ -277,8 +259,10 @@ def _float_bias(bias: np.ndarray | None, x_scale, w_scale) -> np.ndarray | None:
     ``f32(b * f32(sx*sw))`` (what a QDQ exporter's bias DequantizeLinear computes)."""
     if bias is None:
         return None
+    from qverify.reference.quantize import dequantize_bias
+
     bs = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
-    return (np.asarray(bias).astype(np.float32) * bs).astype(np.float32)
+    return dequantize_bias(np.asarray(bias, np.int32), bs)
 
 
 def _onednn_available(torch) -> bool:
@@ -636,8 +620,7 @@ class TorchBackend(Backend):
             Variant("fake_quantize_learnable", "torch.fake_quantize", {"api": "fake_quantize_learnable"}),
             Variant("quantize", "torch.quantize", {"api": "quantize"}),
             Variant("pt2e", "torch.pt2e", {"api": "pt2e"}),
-            *(Variant(f"int8.{e}", "torch.x86" if e == "x86" else "torch.quantize", {"api": "int8", "engine": e})
-              for e in ENGINES),
+            *(Variant(f"int8.{e}", ENGINE_PROFILES[e], {"api": "int8", "engine": e}) for e in ENGINES),
             Variant("int8.inductor", INDUCTOR_PROFILE, {"api": "int8", "engine": "inductor"}),
         )
 

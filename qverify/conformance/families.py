@@ -476,11 +476,9 @@ def qlinear_conv_cases(draw: Any, c: Constraints, op: str = "QLinearConv", post:
 
 
 def _add_operand(draw, rng, c, y_dt, ys, xshape, wshape, attrs):
-    sh, sw = attrs["strides"]
-    p = attrs["pads"]
-    d = attrs["dilations"]
-    oh = (xshape[2] + p[0] + p[2] - d[0] * (wshape[2] - 1) - 1) // sh + 1
-    ow = (xshape[3] + p[1] + p[3] - d[1] * (wshape[3] - 1) - 1) // sw + 1
+    from qverify.reference.kernels import conv_output_shape
+
+    oh, ow = conv_output_shape(xshape[2:], wshape[2:], attrs["strides"], attrs["pads"], attrs["dilations"])
     r = _codes(rng, (1, wshape[0], oh, ow), y_dt, False)
     rs = np.float32(float(ys) * draw(_pick(0.5, 1.0, 2.0, 0.73)))
     rz = _param(draw(_zp_st(y_dt, c.symmetric)), y_dt)

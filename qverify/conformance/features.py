@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from qverify.backends.base import OpCase
+from qverify.errors import InputError
 
 # name -> what it is; the only names a ``when`` table may use
 FEATURES: dict[str, str] = {
@@ -99,13 +100,19 @@ def case_features(case: OpCase) -> dict[str, Any]:
         strides, pads, dil = list(a.get("strides", [1, 1])), list(a.get("pads", [0] * 4)), list(a.get("dilations", [1, 1]))
         group = int(a.get("group", 1))
         kh, kw = int(w.shape[2]), int(w.shape[3])
+        from qverify.reference.kernels import conv_output_shape
+
+        try:
+            out_h, out_w = conv_output_shape(x.shape[2:], (kh, kw), strides, pads, dil)
+        except InputError:  # kernel larger than the padded input: no output shape to describe
+            out_h = out_w = None
         f.update(
             kernel=[kh, kw], kernel_h=kh, kernel_w=kw, stride_max=max(strides), pad_max=max(pads), dilation_max=max(dil), group=group,
             depthwise=group > 1 and int(w.shape[1]) == 1, channel_multiplier=int(w.shape[0]) // group,
             in_h=int(x.shape[2]), in_w=int(x.shape[3]),
-            out_h=(int(x.shape[2]) + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1,
-            out_w=(int(x.shape[3]) + pads[1] + pads[3] - dil[1] * (kw - 1) - 1) // strides[1] + 1,
         )
+        if out_h is not None:
+            f.update(out_h=out_h, out_w=out_w)
     if case.op == "fake_quantize_range":
         f["levels"] = int(case.attrs["levels"])
         ol, oh = _input(case, 3), _input(case, 4)

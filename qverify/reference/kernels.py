@@ -37,6 +37,7 @@ from qverify.reference.semantics import (
 )
 
 __all__ = [
+    "conv_output_shape",
     "matmul_integer",
     "conv_integer",
     "qlinear_matmul",
@@ -619,19 +620,27 @@ def _conv_operands(x, w, x_zero_point, w_zero_point, strides, pads, dilations, g
     zw = _zero_point(w_zero_point, w.dtype, "w_zero_point")
     if zw.size != 1 and (zw.ndim != 1 or zw.size != m):
         raise InputError(f"w_zero_point has shape {zw.shape}; expected a scalar or ({m},)", "pass one per output channel")
-    spatial = x.shape[2:]
-    kernel = w.shape[2:]
+    out = conv_output_shape(x.shape[2:], w.shape[2:], strides, pads, dilations)
+    return x, w, zx.reshape(()), zw, strides, pads, dilations, group, out
+
+
+def conv_output_shape(spatial, kernel, strides, pads, dilations) -> tuple[int, ...]:
+    """Spatial output size of a convolution (ONNX Conv, floor):
+    ``(in_i + pad_begin_i + pad_end_i - (d_i (k_i - 1) + 1)) // s_i + 1``; ``pads`` is
+    ``[begin..., end...]``. InputError when a dilated kernel is larger than the padded input."""
+    nd = len(spatial)
     out = []
     for i in range(nd):
         eff = dilations[i] * (kernel[i] - 1) + 1
         size = spatial[i] + pads[i] + pads[nd + i] - eff
         if size < 0:
             raise InputError(
-                f"kernel {kernel} (dilated {eff}) is larger than padded input dim {i} ({spatial[i] + pads[i] + pads[nd + i]})",
+                f"kernel {tuple(kernel)} (dilated {eff}) is larger than padded input dim {i} "
+                f"({spatial[i] + pads[i] + pads[nd + i]})",
                 "pad the input or use a smaller kernel",
             )
         out.append(size // strides[i] + 1)
-    return x, w, zx.reshape(()), zw, strides, pads, dilations, group, tuple(out)
+    return tuple(out)
 
 
 def _conv_accumulate(x, w, zx, zw, strides, pads, dilations, group, out_shape, sem: KernelSemantics) -> np.ndarray:

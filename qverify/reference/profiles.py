@@ -8,7 +8,7 @@ checked against the installed runtime and how; the backend conformance tests che
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from qverify.errors import InputError
 from qverify.reference.semantics import (
@@ -248,18 +248,8 @@ _add(Profile(
     name="onnxruntime.fused_s8",
     source=_ORT_FUSED_SOURCE + "; session option session.qdqisint8allowed=1",
     quant=_PROFILES["onnxruntime"].quant,
-    kernel=KernelSemantics(
-        Accumulation.AUTO, Requantization.FLOAT_MULTIPLIER,
-        conv_k_order=ConvKOrder.KH_KW_CIN, fuse_qdq=True, fuse_int8_activations=True,
-        float_conv_sum=FloatSum.MLAS,  # (A) an unfused Conv (e.g. before a Relu that Q does not clamp)
-        float_matmul_sum=FloatSum.MLAS,  # (A) an unfused MatMul/Gemm
-        float_average_pool_kernel_order=True,  # (A) an unfused float AveragePool
-        fuse_qdq_add=True,  # (kernels author) DQ + DQ -> Q runs as QLinearAdd
-        fuse_qdq_global_average_pool=True,  # (kernels author) QLinearGlobalAveragePool
-        fuse_qdq_average_pool=True,  # (kernels author) QLinearAveragePool
-        average_pool_global_fallback=True,  # (G1) kernel == spatial shape, no pads: the global kernel
-        average_pool_divide_by_kernel_size=True,  # (G1) count_include_pad divides by prod(kernel_shape)
-    ),
+    # as onnxruntime.fused, with int8 activations fused too (and so no int8 -> uint8 rewrite)
+    kernel=replace(_PROFILES["onnxruntime.fused"].kernel, fuse_int8_activations=True, int8_qdq_to_uint8=False),
     notes="As onnxruntime.fused with session.qdqisint8allowed=1: int8 activations fuse too.",
     confirmed="onnxruntime 1.32: qverify conformance rows onnxruntime/qdq_*/all+qdqisint8allowed bit-exact.",
 ))
@@ -400,7 +390,7 @@ _add(Profile(
     name="openvino.int16_pairs",
     source=_PROFILES["openvino"].source + "; oneDNN jit_gemm_I8 / jit_gemm_i8 convolution (vpmaddubsw)",
     quant=_PROFILES["openvino"].quant,
-    kernel=KernelSemantics(Accumulation.PAIRS_INT16, Requantization.FLOAT_MULTIPLIER, fuse_qdq=True),
+    kernel=replace(_PROFILES["openvino"].kernel, accumulation=Accumulation.PAIRS_INT16, fuse_qdq=True),
     block_remainder=False,
     notes="As openvino, but QDQ convs run as integer kernels (fuse_qdq) with u8*s8 products summed "
     "in adjacent pairs saturated to int16, for the convs the CPU plugin runs as oneDNN gemm "

@@ -43,7 +43,8 @@ from qverify.reference.semantics import (
     ZeroPointEntry,
 )
 
-__all__ = ["quantize", "dequantize", "fake_quant", "fake_quantize_range", "quantize_bias", "dequantize_bias", "fma_f32"]
+__all__ = ["quantize", "dequantize", "fake_quant", "fake_quantize_range", "fake_quantize_ranges", "quantize_bias",
+           "dequantize_bias", "fma_f32"]
 
 BLOCK = 1 << 17  # elements per block: 512 KiB of float32 (measured: 2^17..2^18 is fastest here)
 _TWO63 = 2.0**63
@@ -456,13 +457,22 @@ def _emit(centered, out, zpf, s_dq, fake, obuf) -> None:
         np.copyto(out, centered, casting="unsafe")
 
 
+def fake_quantize_ranges(scale, zero_point, qmin: int, qmax: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The FakeQuantize a scale/zero-point pair becomes (ONNX Q->DQ in the RANGE form):
+    ``il = f32(f32(s) * f32(qmin - zp))``, ``ih = f32(f32(s) * f32(qmax - zp))``,
+    ``levels = qmax - qmin + 1``; ``scale`` and ``zero_point`` broadcast against each other."""
+    f32 = np.float32
+    s = np.asarray(scale).astype(f32)
+    z = np.asarray(zero_point).astype(np.int64)
+    il = (s * (qmin - z).astype(f32)).astype(f32)
+    ih = (s * (qmax - z).astype(f32)).astype(f32)
+    return il, ih, qmax - qmin + 1
+
+
 def _quantize_via_range(x, par, qmin, qmax, qt, sem, fake):
     """RANGE form: FakeQuantize(il = s(qmin - zp), ih = s(qmax - zp), L = qmax - qmin + 1)."""
     f32 = np.float32
-    s = par.scale.astype(f32)
-    il = (s * (qmin - par.zp).astype(f32)).astype(f32)
-    ih = (s * (qmax - par.zp).astype(f32)).astype(f32)
-    levels = qmax - qmin + 1
+    il, ih, levels = fake_quantize_ranges(par.scale, par.zp, qmin, qmax)
     if par.per_tensor and sem.range_formula in _SCALE_SHIFT_INPUT and sem.rounding is Rounding.HALF_EVEN:
         out = np.empty(x.shape, f32 if fake else qt.storage)
         _range_loop(np.ascontiguousarray(x, f32).reshape(-1), out.reshape(-1), il[()], ih[()], levels, qmin,

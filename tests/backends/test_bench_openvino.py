@@ -172,7 +172,7 @@ def test_fixed_parameters_property_test_speed(benchmark, openvino):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a compiled model per parameter set (~0.1 s per compile on this "
+    reason="a compiled model per parameter set (tens of ms per compile on this "
     "machine): drawn parameters run far below 100 examples/s",
 )
 def test_drawn_parameters_property_test_speed(benchmark, openvino):
